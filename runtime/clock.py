@@ -1,0 +1,187 @@
+"""Clocks: virtual time (the default) and real time, both usable as trio's run clock.
+
+Virtual time jumps straight to the next timer whenever no task can run, so a run of
+simulated seconds costs only the work done in it. ``trio.testing.MockClock`` does the same
+but every ``trio.sleep`` builds a cancel scope and wakes through a ``Cancelled`` exception;
+this clock keeps its own ``(time, sequence)`` heap of parked tasks instead and wakes them
+with a plain ``reschedule``. Same-time timers fire one at a time in the order they were set,
+so runs are reproducible regardless of trio's run-queue shuffling.
+
+Time is kept as integer nanoseconds (``now_ns``); trio sees float seconds.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from trio.lowlevel import Abort, RaiseCancelT, current_task, reschedule, wait_task_rescheduled
+
+NS_PER_S = 1_000_000_000
+
+# A heap entry is a mutable list ``[when_ns, seq, callback, arg]``; a cancelled entry has
+# ``callback`` set to None and is discarded when it reaches the top (lazy deletion is O(1)
+# to cancel, and cancellations are frequent: every answered ask with a timeout cancels one).
+_Entry = list[Any]
+
+
+def _seconds_to_ns(deadline: float) -> int:
+    """Smallest integer ns whose float seconds is not before ``deadline``.
+
+    trio expires a deadline when ``deadline <= current_time()``; rounding the wrong way
+    would leave a deadline forever 1 ns in the future.
+    """
+    ns = math.ceil(deadline * NS_PER_S)
+    while ns / NS_PER_S < deadline:
+        ns += 1
+    return ns
+
+
+class TimerHandle:
+    """Lets the owner of a timer cancel it before it fires."""
+
+    __slots__ = ("_entry",)
+
+    def __init__(self, entry: _Entry) -> None:
+        self._entry = entry
+
+    def cancel(self) -> None:
+        self._entry[2] = None
+        self._entry[3] = None
+
+
+class SimClock(trio.abc.Clock):
+    """What actors need from a clock, in either time mode."""
+
+    __slots__ = ()
+
+    virtual: bool
+
+    def now_ns(self) -> int:
+        raise NotImplementedError
+
+    async def sleep_until_ns(self, when_ns: int) -> None:
+        raise NotImplementedError
+
+    def call_at(self, when_ns: int, callback: Callable[[Any], object], arg: Any) -> TimerHandle:
+        """Run ``callback(arg)`` from the scheduler once time reaches ``when_ns``.
+
+        The callback must not block: it may only reschedule tasks or record state.
+        """
+        raise NotImplementedError
+
+
+class VirtualClock(SimClock):
+    """Simulated time that advances only when every task is blocked."""
+
+    __slots__ = ("_heap", "_now_ns", "_seq", "wakeups")
+    virtual = True
+
+    def __init__(self, start_ns: int = 0) -> None:
+        self._now_ns = start_ns
+        self._heap: list[_Entry] = []
+        self._seq = 0
+        self.wakeups = 0
+
+    # -- trio.abc.Clock -------------------------------------------------------------------
+    def start_clock(self) -> None:
+        pass
+
+    def current_time(self) -> float:
+        return self._now_ns / NS_PER_S
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        # trio calls this only when no task is runnable: the moment to advance time. Fire
+        # exactly one timer per call so that same-time wake-ups run in FIFO order.
+        heap = self._heap
+        while heap and heap[0][2] is None:
+            heapq.heappop(heap)
+        if heap and (deadline == math.inf or heap[0][0] <= _seconds_to_ns(deadline)):
+            when_ns, _, callback, arg = heapq.heappop(heap)
+            self._now_ns = when_ns
+            self.wakeups += 1
+            callback(arg)
+            return 0.0
+        if deadline != math.inf:
+            # A trio deadline (cancel scope, move_on_after, trio.sleep) comes first.
+            self._now_ns = max(self._now_ns, _seconds_to_ns(deadline))
+            return 0.0
+        # Nothing scheduled at all: wait for real I/O (or a true deadlock, which hangs).
+        return math.inf
+
+    # -- SimClock -------------------------------------------------------------------------
+    def now_ns(self) -> int:
+        return self._now_ns
+
+    def call_at(self, when_ns: int, callback: Callable[[Any], object], arg: Any) -> TimerHandle:
+        self._seq += 1
+        entry: _Entry = [max(when_ns, self._now_ns), self._seq, callback, arg]
+        heapq.heappush(self._heap, entry)
+        return TimerHandle(entry)
+
+    async def sleep_until_ns(self, when_ns: int) -> None:
+        self._seq += 1
+        entry: _Entry = [max(when_ns, self._now_ns), self._seq, reschedule, current_task()]
+        heapq.heappush(self._heap, entry)
+
+        def abort(_: RaiseCancelT) -> Abort:
+            entry[2] = None
+            entry[3] = None
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    @property
+    def pending_timers(self) -> int:
+        return sum(1 for entry in self._heap if entry[2] is not None)
+
+
+class RealClock(SimClock):
+    """Wall-clock time, for running the model against real I/O; timers via trio itself."""
+
+    __slots__ = ("_offset_ns",)
+    virtual = False
+
+    def __init__(self) -> None:
+        self._offset_ns = time.perf_counter_ns()
+
+    def start_clock(self) -> None:
+        self._offset_ns = time.perf_counter_ns()
+
+    def current_time(self) -> float:
+        return self.now_ns() / NS_PER_S
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        return deadline - self.current_time()
+
+    def now_ns(self) -> int:
+        return time.perf_counter_ns() - self._offset_ns
+
+    async def sleep_until_ns(self, when_ns: int) -> None:
+        await trio.sleep_until(when_ns / NS_PER_S)
+
+    def call_at(self, when_ns: int, callback: Callable[[Any], object], arg: Any) -> TimerHandle:
+        entry: _Entry = [when_ns, 0, callback, arg]
+
+        async def fire() -> None:
+            await trio.sleep_until(when_ns / NS_PER_S)
+            if entry[2] is not None:
+                entry[2](entry[3])
+
+        trio.lowlevel.spawn_system_task(fire, name=f"timer@{when_ns}")
+        return TimerHandle(entry)
+
+
+def current_clock() -> SimClock:
+    """The run's clock; pagehint code runs only under one of ours."""
+    clock = trio.lowlevel.current_clock()
+    if not isinstance(clock, SimClock):
+        raise RuntimeError(
+            "pagehint needs its own clock: run with pagehint.runtime.run_simulation(), or in a "
+            "test use the `actor_system` fixture (or pass clock=VirtualClock() to trio.run)"
+        )
+    return clock

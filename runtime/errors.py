@@ -1,0 +1,70 @@
+"""The runtime's exceptions: small, orthogonal, each saying who and when."""
+
+from __future__ import annotations
+
+
+class PagehintError(Exception):
+    """Base of every error pagehint raises on purpose."""
+
+
+class ActorCrashed(PagehintError):
+    """An actor's handler raised; the run ends with this one error (the cause is chained)."""
+
+    def __init__(self, actor: str, message: object, t_ns: int, cause: BaseException) -> None:
+        self.actor = actor
+        self.message = message
+        self.t_ns = t_ns
+        self.cause = cause
+        super().__init__(
+            f"actor {actor!r} crashed at t={t_ns} ns while handling {message!r}: "
+            f"{type(cause).__name__}: {cause}"
+        )
+
+
+class ActorStopped(PagehintError):
+    """A request went to an actor that is no longer running."""
+
+    def __init__(self, actor: str, message: object) -> None:
+        self.actor = actor
+        self.message = message
+        super().__init__(f"actor {actor!r} is stopped; cannot deliver {message!r}")
+
+
+class AskTimeout(PagehintError):
+    """No reply arrived within the ask's timeout (virtual time under the virtual clock)."""
+
+    def __init__(self, actor: str, message: object, timeout_ns: int) -> None:
+        self.actor = actor
+        self.message = message
+        self.timeout_ns = timeout_ns
+        super().__init__(f"no reply from {actor!r} to {message!r} within {timeout_ns} ns")
+
+
+class AskSelf(PagehintError):
+    """An actor asked itself: it would wait forever for a reply only it can produce."""
+
+    def __init__(self, actor: str, message: object) -> None:
+        super().__init__(
+            f"actor {actor!r} asked itself {message!r}: that would deadlock; "
+            "call the handler directly or use tell"
+        )
+
+
+class UnhandledMessage(PagehintError):
+    """A message of a type the receiving actor has no handler for (the sender's bug)."""
+
+    def __init__(self, actor: str, message: object, handled: list[str]) -> None:
+        self.actor = actor
+        self.message = message
+        super().__init__(
+            f"actor {actor!r} has no handler for {type(message).__name__} ({message!r}); "
+            f"it handles: {', '.join(handled) or 'nothing'}"
+        )
+
+
+class DuplicateActor(PagehintError):
+    """Two actors of one system with the same name."""
+
+
+class UnknownActor(PagehintError, LookupError):
+    """A lookup by a name no actor of the system has."""
