@@ -1,0 +1,81 @@
+"""The monitor: samples the guest over virtual time and checks page conservation as it goes.
+
+Sampling is an actor of its own so it costs the model nothing it would not otherwise do, and
+so every sample is a log line (``sample``) that analysis can plot: host RSS, free, isolated and
+per-CPU pages over time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pagehint.runtime import Actor, TimeSeries
+
+from .buddy import InvariantViolation
+from .host_memory import GuestBacking
+from .vcpu import VCpu
+from .zone import Zone
+
+
+class Monitor(Actor):
+    def __init__(
+        self,
+        name: str,
+        zone: Zone,
+        vcpus: Sequence[VCpu],
+        backing: GuestBacking,
+        interval_ns: int,
+        full_check_every: int,
+    ) -> None:
+        super().__init__(name)
+        self.zone = zone
+        self.vcpus = vcpus
+        self.backing = backing
+        self.interval_ns = interval_ns
+        self.full_check_every = full_check_every
+        self.rss_pages = TimeSeries(interval_ns)
+        self.free_pages = TimeSeries(interval_ns)
+        self.peak_rss_pages = 0
+        self.min_free_pages = zone.allocator.total_pages
+        self.samples = 0
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await self.sleep_ns(self.interval_ns)
+
+    def sample(self) -> None:
+        allocator = self.zone.allocator
+        self.check_conservation()
+        if self.full_check_every and self.samples % self.full_check_every == 0:
+            allocator.check_invariants()
+        self.samples += 1
+        now = self.now_ns
+        rss = self.backing.rss_pages
+        free = allocator.free_pages
+        self.rss_pages.record(now, rss)
+        self.free_pages.record(now, free)
+        self.peak_rss_pages = max(self.peak_rss_pages, rss)
+        self.min_free_pages = min(self.min_free_pages, free)
+        self.log.info(
+            "sample",
+            rss_pages=rss,
+            free_pages=free,
+            isolated_pages=allocator.isolated_pages,
+            reported_pages=allocator.reported_pages,
+            pcp_pages=sum(len(vcpu.pcp) for vcpu in self.vcpus),
+            lock_queue=self.zone.stats.depth,
+        )
+
+    def check_conservation(self) -> None:
+        """free + isolated + lent out (to vCPUs: mapped or on pcp lists, and boot) = all pages."""
+        allocator = self.zone.allocator
+        lent = sum(self.zone.held_by.values())
+        accounted = allocator.free_pages + allocator.isolated_pages + lent
+        if accounted != allocator.total_pages or allocator.allocated_pages != lent:
+            raise InvariantViolation(
+                f"page conservation broken: free {allocator.free_pages} + isolated "
+                f"{allocator.isolated_pages} + lent {lent} = {accounted} of "
+                f"{allocator.total_pages} pages (allocator says {allocator.allocated_pages} "
+                "allocated)"
+            )

@@ -1,0 +1,179 @@
+"""A vCPU: runs one workload and spends virtual time doing it.
+
+Order-0 pages come from the vCPU's own per-CPU list (pcp), with no zone lock; when the list is
+empty it is refilled with ``batch`` pages in one zone request (``rmqueue_bulk``), and when it
+grows past ``high`` it is drained by ``batch`` pages (``free_pcppages_bulk``), as Linux does.
+Higher orders (THP) go to the zone directly. Touching a page the host has not backed costs the
+host's fault time too; the host's view of guest memory records it.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from pagehint.protocol.messages import ZoneAlloc, ZoneFree
+from pagehint.runtime import Actor
+
+from .buddy import InvariantViolation
+from .costs import Costs
+from .host_memory import GuestBacking
+from .workloads import Loop, Map, Op, Think, Unmap, Workload
+from .zone import Zone
+
+
+@attrs.frozen
+class PcpLimits:
+    """Per-CPU list sizing: Linux's ``pcp->batch`` and ``pcp->high``."""
+
+    batch: int = 63
+    high: int = 378
+
+
+@attrs.define
+class VcpuCounters:
+    faults: int = 0  # pages touched (will-it-scale counts one iteration per page)
+    loops: int = 0
+    ooms: int = 0
+    zone_requests: int = 0
+    host_first_touches: int = 0
+    host_refaults: int = 0
+
+
+class VCpu(Actor):
+    """One guest vCPU executing a workload's operations in order."""
+
+    def __init__(
+        self,
+        name: str,
+        zone: Zone,
+        backing: GuestBacking,
+        workload: Workload,
+        costs: Costs,
+        pcp: PcpLimits,
+    ) -> None:
+        super().__init__(name)
+        self.zone = zone
+        self.backing = backing
+        self.workload = workload
+        self.costs = costs
+        self.limits = pcp
+        self.pcp: list[int] = []  # order-0 pfns; the hot end is the end of the list
+        self.regions: dict[int, tuple[int, list[int]]] = {}  # region -> (order, pfns)
+        self.counters = VcpuCounters()
+        self.mapped_pages = 0
+
+    def check_ledger(self) -> None:
+        """Between operations every page the zone lent this vCPU is mapped or on its pcp list."""
+        lent = self.zone.held_by.get(self.name, 0)
+        if lent != len(self.pcp) + self.mapped_pages:
+            raise InvariantViolation(
+                f"{self.name}: the zone lent {lent} pages but {len(self.pcp)} are on the pcp "
+                f"list and {self.mapped_pages} mapped"
+            )
+
+    async def run(self) -> None:
+        op: Op = next(self.workload)
+        while True:
+            if type(op) is Map:
+                await self._map(op)
+            elif type(op) is Unmap:
+                await self._unmap(op.region)
+            elif type(op) is Think:
+                await self.sleep_ns(op.duration_ns)
+            elif type(op) is Loop:
+                self.counters.loops += 1
+            self.check_ledger()
+            op = self.workload.send(self.now_ns)
+
+    # -- zone requests -------------------------------------------------------------------
+    async def _zone_alloc(self, order: int, count: int) -> tuple[int, ...]:
+        self.counters.zone_requests += 1
+        pfns: tuple[int, ...] = await self.zone.ask(ZoneAlloc(self.name, order, count, self.now_ns))
+        return pfns
+
+    async def _zone_free(self, order: int, pfns: list[int]) -> None:
+        self.counters.zone_requests += 1
+        await self.zone.ask(ZoneFree(self.name, order, tuple(pfns), self.now_ns))
+
+    # -- operations ----------------------------------------------------------------------
+    async def _map(self, op: Map) -> None:
+        order, mapped = self.regions.setdefault(op.region, (op.order, []))
+        if order != op.order:
+            raise ValueError(f"region {op.region} holds order-{order} blocks, not order {op.order}")
+        if op.order == 0:
+            await self._fault_small_pages(op, mapped)
+        else:
+            await self._fault_large_blocks(op, mapped)
+
+    async def _fault_small_pages(self, op: Map, mapped: list[int]) -> None:
+        pcp, counters, costs = self.pcp, self.counters, self.costs
+        per_page = costs.touch_ns(0, op.copy)
+        needed = op.pages
+        while needed:
+            if not pcp:
+                refill = await self._zone_alloc(0, self.limits.batch)
+                if not refill:
+                    await self._out_of_memory(op)
+                    return
+                pcp.extend(refill)
+            take = min(needed, len(pcp))
+            chunk = pcp[-take:]
+            del pcp[-take:]
+            mapped.extend(chunk)
+            self.mapped_pages += take
+            first, refaults = self.backing.touch_pages(chunk)
+            counters.faults += take
+            counters.host_first_touches += first
+            counters.host_refaults += refaults
+            needed -= take
+            await self.sleep_ns(take * per_page + costs.host_fault_ns(1) * (first + refaults))
+
+    async def _fault_large_blocks(self, op: Map, mapped: list[int]) -> None:
+        counters, costs = self.counters, self.costs
+        block_pages = 1 << op.order
+        for _ in range(-(-op.pages // block_pages)):
+            got = await self._zone_alloc(op.order, 1)
+            if not got:
+                await self._out_of_memory(op)
+                return
+            mapped.append(got[0])
+            self.mapped_pages += block_pages
+            first, refaults = self.backing.touch(got[0], block_pages)
+            counters.faults += block_pages
+            counters.host_first_touches += first
+            counters.host_refaults += refaults
+            host_ns = costs.host_fault_ns(block_pages) if first + refaults else 0
+            await self.sleep_ns(costs.touch_ns(op.order, op.copy) + host_ns)
+
+    async def _unmap(self, region: int) -> None:
+        entry = self.regions.pop(region, None)
+        if entry is None:
+            return
+        order, pfns = entry
+        if order == 0:
+            await self._free_small_pages(pfns)
+        else:
+            for pfn in pfns:
+                self.mapped_pages -= 1 << order
+                await self._zone_free(order, [pfn])
+                await self.sleep_ns(self.costs.unmap_ns(order))
+
+    async def _free_small_pages(self, pfns: list[int]) -> None:
+        """Free to the per-CPU list a batch at a time, draining its cold end past ``high``."""
+        pcp, batch, high = self.pcp, self.limits.batch, self.limits.high
+        per_page = self.costs.unmap_ns(0)
+        for start in range(0, len(pfns), batch):
+            chunk = pfns[start : start + batch]
+            pcp.extend(chunk)
+            self.mapped_pages -= len(chunk)
+            while len(pcp) > high:
+                cold = pcp[:batch]
+                del pcp[:batch]
+                await self._zone_free(0, cold)
+            await self.sleep_ns(len(chunk) * per_page)
+
+    async def _out_of_memory(self, op: Map) -> None:
+        """The fault cannot be served: the OOM killer takes the task and its mapping goes."""
+        self.counters.ooms += 1
+        self.log.warning("oom_kill", region=op.region, order=op.order, pages=op.pages)
+        await self._unmap(op.region)

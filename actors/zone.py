@@ -1,0 +1,151 @@
+"""The zone-lock actor: the only way to the buddy allocator.
+
+The actor handles one request at a time, and spends the lock's hold time (from the cost model)
+while handling it; everyone else's request waits in its mailbox. That *is* the zone lock:
+contention is not computed from a formula, it is the queue that forms under load. For every
+request the zone records how long the requester waited, how long the lock was held and how many
+requests were queued behind it, by requester.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pagehint.protocol.messages import ZoneAlloc, ZoneFree, ZoneSnapshot
+from pagehint.runtime import Actor, Histogram, handles
+
+from .buddy import BuddyAllocator
+from .costs import Costs
+
+FreeHook = Callable[[int, int], None]
+
+
+def requester_group(requester: str) -> str:
+    """'vcpu12' -> 'vcpu': the class of requester that contention is reported by."""
+    return requester.rstrip("0123456789") or requester
+
+
+class Zone(Actor):
+    """Owns one ``BuddyAllocator``; each message is one acquisition of the zone lock."""
+
+    default_mailbox_size = 1024
+
+    def __init__(self, name: str, allocator: BuddyAllocator, costs: Costs) -> None:
+        super().__init__(name)
+        self.allocator = allocator
+        self.costs = costs
+        self.lock_wait_ns = Histogram()
+        self.lock_hold_ns = Histogram()
+        self.queue_depth = Histogram()
+        self.wait_by_group: dict[str, Histogram] = {}
+        self.hold_total_ns = 0
+        self.failed_allocations = 0
+        # Pages each requester holds from the zone, changed in the same step as the allocator:
+        # the ledger that page conservation is checked against.
+        self.held_by: dict[str, int] = {}
+        self._free_hooks: list[FreeHook] = []
+        allocator.on_free = self._notify_free
+
+    # -- hooks for hinting ---------------------------------------------------------------
+    def add_free_hook(self, hook: FreeHook) -> None:
+        """Call ``hook(pfn, order)`` for each block freed (after merging), under the lock."""
+        self._free_hooks.append(hook)
+
+    def _notify_free(self, pfn: int, order: int) -> None:
+        for hook in self._free_hooks:
+            hook(pfn, order)
+
+    # -- the lock ------------------------------------------------------------------------
+    def _acquired(self, requester: str, sent_ns: int) -> int:
+        wait = self.now_ns - sent_ns
+        self.lock_wait_ns.record(wait)
+        group = requester_group(requester)
+        by_group = self.wait_by_group.get(group)
+        if by_group is None:
+            by_group = self.wait_by_group[group] = Histogram()
+        by_group.record(wait)
+        self.queue_depth.record(self.stats.depth)  # requests still queued behind this one
+        return wait
+
+    def _account(self, requester: str, pages: int) -> None:
+        self.held_by[requester] = self.held_by.get(requester, 0) + pages
+
+    def take_at_boot(self, pages: int, order: int) -> list[int]:
+        """Allocate blocks the booted kernel already uses (no lock: before any vCPU runs)."""
+        taken: list[int] = []
+        while len(taken) << order < pages:
+            pfn = self.allocator.alloc(order)
+            if pfn is None:
+                break
+            taken.append(pfn)
+        self._account("boot", len(taken) << order)
+        return taken
+
+    async def _hold(self, blocks: int) -> None:
+        hold = self.costs.lock_hold_ns(blocks)
+        self.lock_hold_ns.record(hold)
+        self.hold_total_ns += hold
+        await self.sleep_ns(hold)
+
+    @handles(ZoneAlloc)
+    async def allocate(self, request: ZoneAlloc) -> tuple[int, ...]:
+        wait = self._acquired(request.requester, request.sent_ns)
+        allocator = self.allocator
+        gate = allocator.watermarks.min
+        if request.count == 1:
+            pfn = allocator.alloc(request.order, gate=gate)
+            pfns: tuple[int, ...] = () if pfn is None else (pfn,)
+        else:
+            pfns = tuple(allocator.alloc_bulk(request.order, request.count, gate=gate))
+        if pfns:
+            self._account(request.requester, len(pfns) << request.order)
+        else:
+            self.failed_allocations += 1
+            self.log.warning(
+                "alloc_failed",
+                requester=request.requester,
+                order=request.order,
+                free_pages=allocator.free_pages,
+                isolated_pages=allocator.isolated_pages,
+                min_wmark_pages=gate,
+            )
+        self.log.debug(
+            "zone_alloc",
+            requester=request.requester,
+            order=request.order,
+            wanted=request.count,
+            got=len(pfns),
+            wait_ns=wait,
+            queued=self.stats.depth,
+        )
+        await self._hold(max(1, len(pfns)))
+        return pfns
+
+    @handles(ZoneFree)
+    async def release(self, request: ZoneFree) -> None:
+        wait = self._acquired(request.requester, request.sent_ns)
+        self.allocator.free_bulk((pfn, request.order) for pfn in request.pfns)
+        self._account(request.requester, -(len(request.pfns) << request.order))
+        self.log.debug(
+            "zone_free",
+            requester=request.requester,
+            order=request.order,
+            blocks=len(request.pfns),
+            wait_ns=wait,
+            queued=self.stats.depth,
+        )
+        await self._hold(len(request.pfns))
+
+    @handles(ZoneSnapshot)
+    def snapshot(self, _: ZoneSnapshot) -> dict[str, int]:
+        allocator = self.allocator
+        return {
+            "free_pages": allocator.free_pages,
+            "allocated_pages": allocator.allocated_pages,
+            "isolated_pages": allocator.isolated_pages,
+            "reported_pages": allocator.reported_pages,
+        }
+
+    def utilisation(self, elapsed_ns: int) -> float:
+        """Fraction of ``elapsed_ns`` the lock was held."""
+        return self.hold_total_ns / elapsed_ns if elapsed_ns else 0.0

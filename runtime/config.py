@@ -1,0 +1,154 @@
+"""Scenario files: TOML in, attrs classes out (via cattrs), and errors a user can act on.
+
+Generic: the schema itself belongs to a model (``pagehint.actors.scenario`` for the guest).
+Every error is a ``ConfigError`` whose lines name the file, the key path and what was
+expected; the CLI prints them and exits 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+import tomli_w
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from .errors import PagehintError
+
+_C = TypeVar("_C")
+
+
+class ConfigError(PagehintError):
+    """Bad input in a scenario: each line names where and what was expected."""
+
+    def __init__(self, source: str, problems: Iterable[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__("\n".join(f"{source}: {problem}" for problem in self.problems))
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(str(path), [f"cannot read the scenario file: {error.strerror}"]) from None
+    return parse_toml(text, str(path))
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(source, [f"TOML syntax error: {error}"]) from None
+
+
+def apply_overrides(document: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``KEY.PATH=VALUE`` overrides; VALUE is a TOML literal, or else plain text."""
+    result = _deep_copy(document)
+    for override in overrides:
+        key, separator, text = override.partition("=")
+        key = key.strip()
+        if not separator or not key or any(not part for part in key.split(".")):
+            raise ConfigError("--set", [f"expected KEY.PATH=VALUE, got {override!r}"])
+        try:
+            value = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()  # unquoted text such as policy.name=bitmap or 64MiB
+        *parents, leaf = key.split(".")
+        table = result
+        for depth, part in enumerate(parents):
+            child = table.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parents[: depth + 1])
+                raise ConfigError("--set", [f"{key}: {where} is a value, not a table"])
+            table = child
+        table[leaf] = value
+    return result
+
+
+def _deep_copy(document: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in document.items()}
+
+
+def make_converter() -> cattrs.Converter:
+    """A converter that refuses unknown keys and reports every problem with its path."""
+    return cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+
+
+def structure(
+    converter: cattrs.Converter, document: dict[str, Any], cls: type[_C], source: str
+) -> _C:
+    try:
+        return converter.structure(document, cls)
+    except (ClassValidationError, IterableValidationError) as error:
+        raise ConfigError(source, _describe(error, cls)) from None
+    except ValueError as error:
+        raise ConfigError(source, [str(error)]) from None
+
+
+def _describe(error: BaseException, root: type) -> list[str]:
+    """cattrs' errors as 'key.path: what was expected', with a suggestion for unknown keys."""
+    problems: list[str] = []
+    for exc, path in _leaves(error, ""):
+        where = path.lstrip(".") or "(top level)"
+        if isinstance(exc, ForbiddenExtraKeysError):
+            valid = [field.name for field in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
+            for key in sorted(exc.extra_fields):
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                prefix = f"{where}." if path else ""
+                problems.append(
+                    f"{prefix}{key}: unknown key{hint} (valid keys: {', '.join(valid)})"
+                )
+        elif isinstance(exc, KeyError) and exc.args:
+            problems.append(f"{where}: required key {exc.args[0]!r} is missing")
+        else:
+            problems.append(f"{where}: {_plain(exc)}")
+    return problems or [f"invalid {root.__name__}: {error}"]
+
+
+def _plain(exc: BaseException) -> str:
+    if isinstance(exc, TypeError | ValueError) and exc.args:
+        text = str(exc.args[0])
+        if text.startswith("invalid literal for int()"):
+            return f"expected an integer, got {text.split(': ', 1)[-1]}"
+        return text
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _leaves(error: BaseException, path: str) -> Iterable[tuple[BaseException, str]]:
+    if isinstance(error, ClassValidationError | IterableValidationError):
+        with_notes, without = error.group_exceptions()
+        for sub, note in with_notes:
+            name = getattr(note, "name", None)
+            index = getattr(note, "index", None)
+            step = f".{name}" if name is not None else f"[{index}]"
+            yield from _leaves(sub, path + step)
+        for sub in without:
+            yield from _leaves(sub, path)
+    else:
+        yield error, path
+
+
+def to_toml(document: Mapping[str, Any]) -> str:
+    """TOML text of an unstructured config; keys whose value is None are left out."""
+    return tomli_w.dumps(_without_none(document))
+
+
+def _without_none(document: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: _without_none(value) if isinstance(value, Mapping) else value
+        for key, value in document.items()
+        if value is not None
+    }
+
+
+def config_hash(toml_text: str) -> str:
+    """Identifies a resolved config (what the run actually used): 16 hex digits."""
+    return hashlib.blake2b(toml_text.encode(), digest_size=8).hexdigest()

@@ -1,0 +1,104 @@
+"""What the runtime needs from a model to run it from a config, and the run directory it writes.
+
+The runtime knows nothing of pages: the guest model (``pagehint.actors``) registers itself
+under the entry-point group ``pagehint.models``, so the CLI finds it without the runtime
+importing it (dependencies point ``actors -> protocol -> runtime``, never back). A user's own
+model registers the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from rich.table import Table
+
+from .config import ConfigError, config_hash, to_toml
+from .errors import ActorCrashed, PagehintError
+from .log import RunLog
+from .system import ActorSystem, run_simulation
+
+MODEL_ENTRY_POINT_GROUP = "pagehint.models"
+
+
+class RunFailed(PagehintError):
+    """The model ran but its result must not be trusted (e.g. an invariant was violated)."""
+
+    def __init__(self, reason: str, summary: Mapping[str, Any]) -> None:
+        self.summary = dict(summary)
+        super().__init__(reason)
+
+
+class Model(Protocol):
+    """A runnable model: its config schema, how to run it, how to show its result."""
+
+    name: str
+
+    def load(self, document: dict[str, Any], source: str) -> Any:
+        """Structure and check a config document; raise ConfigError naming what is wrong."""
+
+    def unstructure(self, config: Any) -> dict[str, Any]:
+        """The resolved config (with defaults) as plain data, written as config.toml."""
+
+    def seed(self, config: Any) -> int: ...
+
+    def with_seed(self, config: Any, seed: int) -> Any: ...
+
+    def log_level(self, config: Any) -> str: ...
+
+    async def run(self, system: ActorSystem, config: Any) -> dict[str, Any]:
+        """Run one scenario; return its summary, or raise RunFailed."""
+
+    def summary_table(self, summary: Mapping[str, Any]) -> Table: ...
+
+
+def load_model(name: str = "guest") -> Model:
+    found = {point.name: point for point in entry_points(group=MODEL_ENTRY_POINT_GROUP)}
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none installed"
+        raise ConfigError("--model", [f"unknown model {name!r} (models: {known})"])
+    model: Model = found[name].load()
+    return model
+
+
+def _write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    os.replace(partial, path)
+
+
+def execute(model: Model, config: Any, out_dir: Path) -> tuple[int, dict[str, Any]]:
+    """Run ``config`` into ``out_dir``: config.toml, log.jsonl, then summary.json last.
+
+    Returns the exit code (0 success, 1 the run failed) and the summary or error record.
+    A failed run leaves ``error.json`` and no ``summary.json``: nothing half-written looks
+    complete.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("summary.json", "error.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    resolved = to_toml(model.unstructure(config))
+    (out_dir / "config.toml").write_text(resolved, encoding="utf-8")
+    seed = model.seed(config)
+    started = time.perf_counter()
+    with (out_dir / "log.jsonl").open("wb") as log_file:
+        log = RunLog(log_file, level=model.log_level(config))
+        log.write_header(seed=seed, config_hash=config_hash(resolved), model=model.name)
+        try:
+            summary = run_simulation(lambda system: model.run(system, config), seed=seed, log=log)
+        except (ActorCrashed, RunFailed) as error:
+            record: dict[str, Any] = {"status": "failed", "error": str(error)}
+            if isinstance(error, RunFailed):
+                record["summary"] = error.summary
+            log.logger("runtime").error("run_failed", error=str(error))
+            log_file.flush()
+            _write_json_atomically(out_dir / "error.json", record)
+            return 1, record
+    summary = {"status": "ok", **summary, "wall_s": round(time.perf_counter() - started, 3)}
+    _write_json_atomically(out_dir / "summary.json", summary)
+    return 0, summary

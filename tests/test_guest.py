@@ -1,0 +1,97 @@
+"""The guest's actors in virtual time: per-CPU lists, the zone lock, contention, boot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pagehint.actors.scenario import MODEL, Scenario, build_guest
+from pagehint.protocol.units import PAGE_SIZE
+from pagehint.runtime import ActorSystem, run_simulation
+
+
+def scenario(**overrides: Any) -> Scenario:
+    document: dict[str, Any] = {
+        "run": {"duration": "20ms", "sample_interval": "1ms"},
+        "guest": {"memory": "1GiB", "vcpus": 2},
+        "workload": {"name": "page_fault1", "mapping": "8MiB"},
+    }
+    if overrides.get("workload__name", "page_fault1") != "page_fault1":
+        document["workload"] = {}  # other workloads have other parameters
+    for key, value in overrides.items():
+        section, field = key.split("__")
+        document[section][field] = value
+    return MODEL.load(document, "<test>")
+
+
+def run(config: Scenario) -> dict[str, Any]:
+    return run_simulation(lambda system: MODEL.run(system, config), seed=config.run.seed)
+
+
+async def test_pcp_lists_stay_within_high_and_pages_are_all_accounted(
+    actor_system: ActorSystem,
+) -> None:
+    config = scenario()
+    guest = build_guest(actor_system, config)
+    for _ in range(40):
+        await actor_system.sleep_ns(250_000)
+        for vcpu in guest.vcpus:
+            assert len(vcpu.pcp) <= config.guest.pcp_high + config.guest.pcp_batch
+        guest.monitor.check_conservation()
+    assert all(vcpu.counters.loops > 0 for vcpu in guest.vcpus)
+    # Refills and drains both went through the zone, in batches.
+    assert guest.zone.lock_wait_ns.count > 2 * sum(v.counters.loops for v in guest.vcpus)
+    guest.zone.allocator.check_invariants()
+
+
+async def test_first_touch_backs_pages_on_the_host_and_costs_host_time(
+    actor_system: ActorSystem,
+) -> None:
+    config = scenario(workload__mapping="4MiB", guest__boot_memory="8MiB", guest__vcpus=1)
+    guest = build_guest(actor_system, config)
+    boot_rss = guest.backing.rss_pages
+    assert boot_rss * PAGE_SIZE == 8 << 20
+    vcpu = guest.vcpus[0]
+    await actor_system.sleep_ns(10_000_000)
+    faults, first_touches = vcpu.counters.faults, vcpu.counters.host_first_touches
+    assert first_touches >= 1024  # the first loop touched fresh memory
+    await actor_system.sleep_ns(10_000_000)
+    # Freed pages come back from the per-CPU list and the zone's list heads: once the free
+    # lists settle, later loops touch pages the host already backs, at no host cost.
+    new_faults = vcpu.counters.faults - faults
+    assert new_faults >= 4 * 1024
+    assert vcpu.counters.host_first_touches - first_touches < new_faults // 10
+    assert guest.backing.rss_pages == boot_rss + vcpu.counters.host_first_touches
+
+
+def test_zone_lock_contention_grows_with_vcpu_count() -> None:
+    waits, utilisations = [], []
+    for vcpus in (1, 4, 16):
+        summary = run(scenario(guest__vcpus=vcpus, guest__memory="4GiB", run__duration="30ms"))
+        waits.append(summary["zone"]["lock_wait_ns"]["mean"])
+        utilisations.append(summary["zone"]["lock_utilisation"])
+    assert waits[0] == 0  # alone, a vCPU never queues
+    assert waits[0] < waits[1] < waits[2]
+    assert utilisations[0] < utilisations[1] < utilisations[2]
+
+
+def test_thp_faults_take_order_9_blocks_from_the_zone() -> None:
+    summary = run(scenario(workload__thp=True, workload__mapping="16MiB"))
+    # 8 blocks per loop, one zone request to take and one to free each.
+    assert summary["workload"]["loops"] > 0
+    assert summary["zone"]["lock_hold_ns"]["max"] == 200 + 40
+    assert summary["workload"]["faults"] % 512 == 0
+
+
+def test_idle_guest_costs_the_host_only_its_boot_memory() -> None:
+    summary = run(scenario(workload__name="idle", guest__boot_memory="32MiB"))
+    assert summary["host"]["rss_bytes_end"] == 32 << 20
+    assert summary["workload"]["faults"] == 0
+
+
+@pytest.mark.parametrize("name", ["page_fault2", "memhog", "churn"])
+def test_every_workload_runs_and_conserves_pages(name: str) -> None:
+    summary = run(scenario(workload__name=name, guest__memory="2GiB"))
+    assert summary["workload"]["faults"] > 0
+    assert summary["invariant_violations"] == 0

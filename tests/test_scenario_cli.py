@@ -1,0 +1,133 @@
+"""`pagehint run`: run directories, exit codes, bad input, determinism across processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pagehint.runtime.cli import main
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+SHORT = ["--set", "run.duration=20ms", "--set", "guest.memory=512MiB", "--set", "guest.vcpus=2"]
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    records = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    for record in records:
+        for key in [key for key in record if key.startswith("wall")]:
+            del record[key]
+    return records
+
+
+def test_run_writes_config_log_and_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["run", str(CONFIGS / "default.toml"), "--out", str(out), *SHORT]) == 0
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert summary["status"] == "ok"
+    assert summary["workload"]["faults"] > 0
+    assert set(summary["lock_wait_ns"]) == {"p50", "p99", "max"}
+    assert summary["host"]["rss_bytes_end"] > 0
+    header = _records(out / "log.jsonl")[0]
+    assert header["event"] == "header" and header["seed"] == 0 and header["model"] == "guest"
+    assert "vcpus = 2" in (out / "config.toml").read_text()
+    assert "zone lock wait" in capsys.readouterr().out
+
+
+def test_resolved_config_reruns_to_the_same_log(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["run", str(CONFIGS / "churn.toml"), "--out", str(first), *SHORT]) == 0
+    assert main(["run", str(first / "config.toml"), "--out", str(second)]) == 0
+    assert _records(first / "log.jsonl") == _records(second / "log.jsonl")
+
+
+def test_seeded_run_is_identical_in_two_processes(tmp_path: Path) -> None:
+    logs = []
+    for hash_seed in ("0", "977"):
+        out = tmp_path / f"hash{hash_seed}"
+        command = [sys.executable, "-m", "pagehint.runtime.cli", "run"]
+        command += [str(CONFIGS / "churn.toml"), "--out", str(out), *SHORT, "--seed", "5"]
+        command += ["--set", "run.log_level=debug"]
+        subprocess.run(command, check=True, env=dict(os.environ, PYTHONHASHSEED=hash_seed))
+        logs.append(_records(out / "log.jsonl"))
+    assert len(logs[0]) > 300  # a line per zone request: any reordering shows
+    assert logs[0] == logs[1]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["guest.vcpu=4"], "guest.vcpu: unknown key; did you mean 'vcpus'?"),
+        (["guest.vcpus=four"], "guest.vcpus: expected an integer"),
+        (["guest.memory=lots"], "guest.memory: expected a size such as '64MiB'"),
+        (["run.duration=3 parsecs"], "run.duration: expected a duration such as '500us'"),
+        (["guest.boot_memory=8GiB"], "guest.boot_memory: 8GiB does not fit in guest.memory"),
+        (["guest.pcp_high=10"], "guest.pcp_high (10) must be at least guest.pcp_batch (63)"),
+        (["workload.name=fork_bomb"], "unknown workload name 'fork_bomb'; choose one of"),
+        (["nonsense"], "expected KEY.PATH=VALUE"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: list[str], expected: str
+) -> None:
+    out = tmp_path / "run"
+    args = ["run", str(CONFIGS / "default.toml"), "--out", str(out)]
+    for override in overrides:
+        args += ["--set", override]
+    assert main(args) == 2
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_toml_syntax_error_names_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[guest]\nvcpus = 4\nmemory = 4GiB\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml: TOML syntax error" in err and "line 3" in err
+
+
+def test_missing_scenario_file_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "cannot read the scenario file" in capsys.readouterr().err
+
+
+def test_malformed_trace_line_is_reported_with_its_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "t.txt"
+    good = "bash 1 [000] 10.000001: kmem:mm_page_alloc: page=0x1 pfn=0x10 order=0 gfp_flags=X\n"
+    trace.write_text(good + "this is not perf output\n")
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('[workload]\nname = "trace"\npath = "t.txt"\n')
+    assert main(["run", str(scenario), "--out", str(tmp_path / "run")]) == 2
+    assert "t.txt:2: not a perf script event line" in capsys.readouterr().err
+
+
+def test_running_out_of_memory_is_an_event_not_a_crash(tmp_path: Path) -> None:
+    out = tmp_path / "oom"
+    assert main(["run", str(CONFIGS / "oom.toml"), "--out", str(out)]) == 0
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert summary["workload"]["oom_kills"] > 0
+    assert summary["zone"]["failed_allocations"] > 0
+    events = {record["event"] for record in _records(out / "log.jsonl")}
+    assert {"alloc_failed", "oom_kill"} <= events
+
+
+def test_every_shipped_config_loads() -> None:
+    from pagehint.actors.scenario import MODEL
+    from pagehint.runtime.config import load_toml
+
+    for path in sorted(CONFIGS.glob("*.toml")):
+        MODEL.load(load_toml(path), str(path))
