@@ -40,6 +40,22 @@ class Costs:
     and zeroing. Also charged for a refault of a discarded page."""
     host_fault_2m: Nanos = Nanos(80_000)
     """Host side of a first touch of a 2 MiB range backed by a host huge page."""
+    swap_in_4k: Nanos = Nanos(60_000)
+    """A guest touch of a page the host swapped out: a major fault on the host (SSD read)."""
+    kick: Nanos = Nanos(5_000)
+    """A virtqueue kick: VM exit, ioeventfd, waking the device thread."""
+    interrupt: Nanos = Nanos(3_000)
+    """A used-buffer interrupt: injection, the guest's handler."""
+    madvise_call: Nanos = Nanos(1_000)
+    """Host madvise() system call overhead, per discarded range."""
+    dontneed_4k: Nanos = Nanos(80)
+    """MADV_DONTNEED per 4 KiB page: zap the mapping, free the page at once."""
+    free_4k: Nanos = Nanos(30)
+    """MADV_FREE per 4 KiB page: mark lazily freeable (cheaper; freed under pressure)."""
+
+    def discard_ns(self, pages: int, lazy: bool) -> int:
+        """Host cost of discarding a range of ``pages`` pages (one madvise call)."""
+        return self.madvise_call + pages * (self.free_4k if lazy else self.dontneed_4k)
 
     def lock_hold_ns(self, blocks: int) -> int:
         return self.zone_lock_base + self.zone_lock_per_block * blocks

@@ -1,11 +1,13 @@
 """The host's view of one guest's memory: which guest pages are backed by host memory.
 
 A guest page costs the host memory from the first time the guest touches it (an EPT fault the
-host serves with a zeroed page) until the host discards it (``MADV_DONTNEED`` on a hint). A touch
-of a discarded page is a *refault*: the host must supply a zeroed page again.
+host serves with a zeroed page) until the host discards it (``MADV_DONTNEED`` on a hint) or
+swaps it out under memory pressure. A touch of a discarded page is a *refault* (the host supplies
+a zeroed page again); a touch of a swapped-out page is a *swap-in*, much dearer. The host cannot
+tell a guest-free page from a used one: without hints it swaps both alike.
 
-Two bitmaps of one bit per 4 KiB page: 32 MiB each for a 1 TiB guest, and range operations work a
-byte (8 pages) at a time, so touching or discarding a 2 MiB block is a slice assignment.
+Bitmaps of one bit per 4 KiB page (32 MiB each for a 1 TiB guest); range operations work a byte
+(8 pages) at a time, so touching or discarding a 2 MiB block is a slice assignment.
 """
 
 from __future__ import annotations
@@ -50,10 +52,32 @@ def _fill(bitmap: bytearray, start: int, end: int, value: bool) -> None:
     )
 
 
+def _byte_mask(byte: int, start: int, end: int) -> int:
+    """The bits of bitmap byte ``byte`` that fall in page range [start, end)."""
+    low = max(start, byte << 3) - (byte << 3)
+    high = min(end, (byte + 1) << 3) - (byte << 3)
+    return ((1 << (high - low)) - 1) << low
+
+
 class GuestBacking:
     """Backed and discarded guest pages, with RSS and fault counts."""
 
-    __slots__ = ("_backed", "_discarded", "first_touches", "refaults", "rss_pages", "total_pages")
+    __slots__ = (
+        "_backed",
+        "_discarded",
+        "_evict_hand",
+        "_lazy",
+        "_swapped",
+        "discarded_pages",
+        "first_touches",
+        "lazy_pages",
+        "refaults",
+        "rss_pages",
+        "swap_ins",
+        "swap_outs",
+        "swapped_pages",
+        "total_pages",
+    )
 
     def __init__(self, total_pages: int) -> None:
         if total_pages <= 0:
@@ -61,9 +85,17 @@ class GuestBacking:
         self.total_pages = total_pages
         self._backed = bytearray((total_pages + 7) // 8)
         self._discarded = bytearray((total_pages + 7) // 8)
+        self._swapped = bytearray((total_pages + 7) // 8)
+        self._lazy = bytearray((total_pages + 7) // 8)  # MADV_FREE'd, still backed
+        self.lazy_pages = 0
+        self._evict_hand = 0  # byte index where the next eviction scan starts
         self.rss_pages = 0
         self.first_touches = 0
         self.refaults = 0
+        self.discarded_pages = 0  # backed pages given back by discards, over the run
+        self.swapped_pages = 0
+        self.swap_ins = 0
+        self.swap_outs = 0
 
     def _check(self, pfn: int, count: int) -> None:
         if pfn < 0 or count < 0 or pfn + count > self.total_pages:
@@ -71,57 +103,144 @@ class GuestBacking:
                 f"pages [{pfn}, {pfn + count}) are outside the guest's {self.total_pages} pages"
             )
 
-    def touch(self, pfn: int, count: int = 1) -> tuple[int, int]:
-        """The guest writes pages [pfn, pfn+count): returns (first touches, refaults)."""
+    def touch(self, pfn: int, count: int = 1) -> tuple[int, int, int]:
+        """The guest writes pages [pfn, pfn+count): (first touches, refaults, swap-ins)."""
         self._check(pfn, count)
         end = pfn + count
+        if self.lazy_pages:  # a write cancels a lazy free that reclaim has not taken yet
+            cancelled = _count_bits(self._lazy, pfn, end)
+            if cancelled:
+                _fill(self._lazy, pfn, end, False)
+                self.lazy_pages -= cancelled
         already = _count_bits(self._backed, pfn, end)
         if already == count:
-            return 0, 0
+            return 0, 0, 0
         refaulted = _count_bits(self._discarded, pfn, end)
+        swapped = _count_bits(self._swapped, pfn, end) if self.swapped_pages else 0
         new = count - already
         _fill(self._backed, pfn, end, True)
         if refaulted:
             _fill(self._discarded, pfn, end, False)
-        self.rss_pages += new
-        self.first_touches += new - refaulted
-        self.refaults += refaulted
-        return new - refaulted, refaulted
+        if swapped:
+            _fill(self._swapped, pfn, end, False)
+        return self._count_touches(new - refaulted - swapped, refaulted, swapped)
 
-    def touch_pages(self, pfns: Iterable[int]) -> tuple[int, int]:
-        """Touch single pages (an order-0 fault each): returns (first touches, refaults)."""
-        backed, discarded = self._backed, self._discarded
-        first = refaults = 0
+    def touch_pages(self, pfns: Iterable[int]) -> tuple[int, int, int]:
+        """Touch single pages (an order-0 fault each): (first touches, refaults, swap-ins)."""
+        backed, discarded, swapped, lazy = self._backed, self._discarded, self._swapped, self._lazy
+        first = refaults = swap_ins = 0
         for pfn in pfns:
             byte, bit = pfn >> 3, 1 << (pfn & 7)
             if backed[byte] & bit:
+                if self.lazy_pages and lazy[byte] & bit:
+                    lazy[byte] &= ~bit & 0xFF
+                    self.lazy_pages -= 1
                 continue
             backed[byte] |= bit
             if discarded[byte] & bit:
                 discarded[byte] &= ~bit & 0xFF
                 refaults += 1
+            elif swapped[byte] & bit:
+                swapped[byte] &= ~bit & 0xFF
+                swap_ins += 1
             else:
                 first += 1
-        self.rss_pages += first + refaults
+        return self._count_touches(first, refaults, swap_ins)
+
+    def _count_touches(self, first: int, refaults: int, swap_ins: int) -> tuple[int, int, int]:
+        self.rss_pages += first + refaults + swap_ins
         self.first_touches += first
         self.refaults += refaults
-        return first, refaults
+        self.swap_ins += swap_ins
+        self.swapped_pages -= swap_ins
+        return first, refaults, swap_ins
 
-    def discard(self, pfn: int, count: int) -> int:
-        """The host drops pages [pfn, pfn+count) (MADV_DONTNEED): returns pages freed."""
+    def discard(self, pfn: int, count: int, *, lazy: bool = False) -> int:
+        """The host drops pages [pfn, pfn+count): returns pages freed.
+
+        ``MADV_DONTNEED`` (the default) frees them at once; swapped-out pages in the range lose
+        their swap slots too. ``lazy`` is ``MADV_FREE``: the pages stay in RSS, marked free, until
+        reclaim takes them (first, and without swapping) or a guest write cancels it; returns 0.
+        """
         self._check(pfn, count)
         end = pfn + count
+        if lazy:
+            for byte in range(pfn >> 3, ((end - 1) >> 3) + 1):
+                mask = _byte_mask(byte, pfn, end) & self._backed[byte] & ~self._lazy[byte]
+                self._lazy[byte] |= mask
+                self.lazy_pages += mask.bit_count()
+            return 0
+        if self.swapped_pages:
+            swapped = _count_bits(self._swapped, pfn, end)
+            if swapped:
+                _fill(self._swapped, pfn, end, False)
+                self.swapped_pages -= swapped
         freed = _count_bits(self._backed, pfn, end)
         if freed:
             # Only pages that were backed can refault; a never-touched page stays a first touch.
             backed, discarded = self._backed, self._discarded
             for byte in range(pfn >> 3, ((end - 1) >> 3) + 1):
-                low = max(pfn, byte << 3) - (byte << 3)
-                high = min(end, (byte + 1) << 3) - (byte << 3)
-                discarded[byte] |= backed[byte] & (((1 << (high - low)) - 1) << low)
+                discarded[byte] |= backed[byte] & _byte_mask(byte, pfn, end)
             _fill(backed, pfn, end, False)
+            if self.lazy_pages:
+                dropped = _count_bits(self._lazy, pfn, end)
+                _fill(self._lazy, pfn, end, False)
+                self.lazy_pages -= dropped
             self.rss_pages -= freed
+            self.discarded_pages += freed
         return freed
+
+    def evict(self, pages: int) -> int:
+        """Swap out up to ``pages`` backed pages (host reclaim): returns how many.
+
+        Lazily freed (MADV_FREE) pages go first, dropped without I/O. Then the host, which sees
+        only guest-physical pages and not whether the guest uses them, swaps pages out in address
+        order from a moving hand (a CLOCK with no reference bits).
+        """
+        freed = self._drop_lazy(pages)
+        backed, swapped = self._backed, self._swapped
+        size = len(backed)
+        evicted = 0
+        pages -= freed
+        for _ in range(size):
+            if evicted >= pages:
+                break
+            byte = self._evict_hand
+            self._evict_hand = (byte + 1) % size
+            bits = backed[byte]
+            if not bits:
+                continue
+            if evicted + bits.bit_count() > pages:  # take only the low bits still needed
+                keep = bits
+                for _ in range(pages - evicted):
+                    keep &= keep - 1
+                bits ^= keep
+                self._evict_hand = byte
+            backed[byte] &= ~bits & 0xFF
+            swapped[byte] |= bits
+            evicted += bits.bit_count()
+        self.rss_pages -= evicted
+        self.swapped_pages += evicted
+        self.swap_outs += evicted
+        return freed + evicted
+
+    def _drop_lazy(self, pages: int) -> int:
+        if not self.lazy_pages or pages <= 0:
+            return 0
+        backed, discarded, lazy = self._backed, self._discarded, self._lazy
+        dropped = 0
+        for byte, bits in enumerate(lazy):
+            if dropped >= pages or dropped == self.lazy_pages:
+                break
+            if bits:
+                backed[byte] &= ~bits & 0xFF
+                discarded[byte] |= bits
+                lazy[byte] = 0
+                dropped += bits.bit_count()
+        self.lazy_pages -= dropped
+        self.rss_pages -= dropped
+        self.discarded_pages += dropped
+        return dropped
 
     def is_backed(self, pfn: int) -> bool:
         return bool(self._backed[pfn >> 3] & (1 << (pfn & 7)))

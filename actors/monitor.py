@@ -35,6 +35,7 @@ class Monitor(Actor):
         self.full_check_every = full_check_every
         self.rss_pages = TimeSeries(interval_ns)
         self.free_pages = TimeSeries(interval_ns)
+        self.wasted_pages = TimeSeries(interval_ns)  # free in the guest, yet backed on the host
         self.peak_rss_pages = 0
         self.min_free_pages = zone.allocator.total_pages
         self.samples = 0
@@ -53,8 +54,10 @@ class Monitor(Actor):
         now = self.now_ns
         rss = self.backing.rss_pages
         free = allocator.free_pages
+        wasted = self.wasted_now()
         self.rss_pages.record(now, rss)
         self.free_pages.record(now, free)
+        self.wasted_pages.record(now, wasted)
         self.peak_rss_pages = max(self.peak_rss_pages, rss)
         self.min_free_pages = min(self.min_free_pages, free)
         self.log.info(
@@ -63,9 +66,22 @@ class Monitor(Actor):
             free_pages=free,
             isolated_pages=allocator.isolated_pages,
             reported_pages=allocator.reported_pages,
+            wasted_pages=wasted,
             pcp_pages=sum(len(vcpu.pcp) for vcpu in self.vcpus),
             lock_queue=self.zone.stats.depth,
         )
+
+    def wasted_now(self) -> int:
+        """Pages the host backs that the guest is not using: what hinting could give back.
+
+        Everything the zone has lent out is in use and backed (mapped pages were touched), except
+        per-CPU list pages never touched; whatever else the host backs is free in the guest,
+        on a free list or isolated in a report the host has not yet discarded.
+        """
+        backing = self.backing
+        untouched = sum(1 for vcpu in self.vcpus for pfn in vcpu.pcp if not backing.is_backed(pfn))
+        in_use = sum(self.zone.held_by.values()) - untouched
+        return backing.rss_pages - in_use
 
     def check_conservation(self) -> None:
         """free + isolated + lent out (to vCPUs: mapped or on pcp lists, and boot) = all pages."""

@@ -1,9 +1,7 @@
-"""The guest scenario: its config schema, how it is built and run, and what it reports.
+"""The guest scenario: how a scenario (``schema.py``) is built into actors and run.
 
-A scenario file is TOML; every table below is an attrs class, structured with cattrs, so an
-unknown key, a wrong type or an impossible size is reported with its key path. Sizes accept
-units ("32GiB", "64MiB") and durations too ("2s", "500us"). Defaults are the kernel's where the
-kernel has one; ``configs/default.toml`` is the default scenario, commented.
+One or more guests (zone, vCPUs, monitor, balloon device, hinting worker) on one host. The model
+is registered as the ``guest`` entry point of ``pagehint.models``, so ``pagehint run`` finds it.
 """
 
 from __future__ import annotations
@@ -11,245 +9,73 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import attrs
-import cattrs
 from rich.table import Table
 
-from pagehint.protocol.units import (
-    PAGE_SIZE,
-    Bytes,
-    Nanos,
-    format_duration,
-    format_size,
-    pages,
-    parse_duration,
-    parse_size,
-)
-from pagehint.runtime import NS_PER_S, ActorSystem, stream_for
-from pagehint.runtime.config import ConfigError, make_converter, structure
+from pagehint.protocol.messages import WakeWorker
+from pagehint.protocol.units import pages
+from pagehint.protocol.virtqueue import VirtQueue
+from pagehint.runtime import ActorSystem, stream_for
+from pagehint.runtime.config import ConfigError, structure
 
 from . import workloads
 from .buddy import BuddyAllocator
-from .costs import Costs
+from .device import (
+    VIRTIO_BALLOON_F_PAGE_POISON,
+    VIRTIO_BALLOON_F_REPORTING,
+    BalloonDevice,
+    negotiate,
+)
+from .host import Fault, Host, HostedGuest
 from .host_memory import GuestBacking
 from .monitor import Monitor
+from .outcomes import summarise, summary_table
+from .policies import (
+    BitmapPolicy,
+    PageReportingPolicy,
+    PercpuCapturePolicy,
+    Policy,
+    ScannerPolicy,
+)
+from .schema import (
+    CONVERTER,
+    Churn,
+    Idle,
+    Memhog,
+    PageFault1,
+    PageFault2,
+    PolicySection,
+    Scenario,
+    TraceReplay,
+    check_scenario,
+    policy_defaults,
+    queue_size,
+)
 from .trace import Trace, TraceError, parse_perf_script
 from .vcpu import PcpLimits, VCpu
+from .worker import HintingWorker
 from .zone import Zone
-
-# -- the schema ------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class RunSection:
-    duration: Nanos = Nanos(NS_PER_S // 2)
-    """Virtual time to simulate."""
-    seed: int = 0
-    """Seed of every random stream in the run: same seed, same log."""
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    """Level of log.jsonl; debug adds a line per zone request."""
-    sample_interval: Nanos = Nanos(10_000_000)
-    """How often the monitor samples RSS and free memory (and checks conservation)."""
-    full_check_every: int = 10
-    """Run the allocator's full invariant check every N samples (0: never during the run)."""
-
-
-@attrs.frozen
-class GuestSection:
-    memory: Bytes = Bytes(4 << 30)
-    """Guest memory: one zone of this size."""
-    vcpus: int = 4
-    """Number of vCPUs, each running the workload."""
-    boot_memory: Bytes = Bytes(64 << 20)
-    """Memory the booted kernel already uses (allocated before the workload starts)."""
-    max_order: int = 11
-    """Buddy orders are 0..max_order-1 (x86-64: 11, so 4 MiB blocks)."""
-    pageblock_order: int = 9
-    """Pageblock order (x86-64: 9, 2 MiB)."""
-    shuffle: bool = False
-    """CONFIG_SHUFFLE_PAGE_ALLOCATOR: randomise free-list placement at the top order."""
-    pcp_batch: int = 63
-    """Per-CPU list refill and drain size (pcp->batch)."""
-    pcp_high: int = 378
-    """Per-CPU list size above which it is drained (pcp->high)."""
-
-
-@attrs.frozen
-class PageFault1:
-    name: Literal["page_fault1"] = "page_fault1"
-    mapping: Bytes = Bytes(128 << 20)
-    """Size each task maps, touches and unmaps per loop (will-it-scale: 128 MiB)."""
-    thp: bool = False
-    """Fault 2 MiB THPs instead of 4 KiB pages."""
-
-
-@attrs.frozen
-class PageFault2:
-    name: Literal["page_fault2"] = "page_fault2"
-    mapping: Bytes = Bytes(128 << 20)
-    """Size of the private file mapping written per loop (its page cache stays)."""
-
-
-@attrs.frozen
-class Memhog:
-    name: Literal["memhog"] = "memhog"
-    size: Bytes = Bytes(1 << 30)
-    """Memory each vCPU allocates and touches per loop."""
-    thp: bool = True
-    """Use THPs (what a THP-enabled guest gives memhog's large anonymous mapping)."""
-    pause: Nanos = Nanos(50_000_000)
-    """Pause after freeing, before the next loop."""
-
-
-@attrs.frozen
-class Idle:
-    name: Literal["idle"] = "idle"
-
-
-@attrs.frozen
-class Churn:
-    name: Literal["churn"] = "churn"
-    mean_size: Bytes = Bytes(1 << 20)
-    """Mean allocation size (exponentially distributed)."""
-    mean_lifetime: Nanos = Nanos(20_000_000)
-    """Mean allocation lifetime (exponentially distributed)."""
-    max_live: Bytes = Bytes(256 << 20)
-    """Most memory one vCPU holds at once; older allocations are freed early past it."""
-    thp_fraction: float = 0.1
-    """Fraction of allocations made of 2 MiB THPs."""
-    mean_think: Nanos = Nanos(100_000)
-    """Mean computation between allocations."""
-
-
-@attrs.frozen
-class TraceReplay:
-    name: Literal["trace"] = "trace"
-    path: str = ""
-    """perf script output of kmem:mm_page_alloc/mm_page_free (see docs in actors/trace.py);
-    relative paths are relative to the scenario file."""
-    time_scale: float = 1.0
-    """Multiply recorded gaps by this (0.5 replays twice as fast)."""
-
-
-WorkloadSection = PageFault1 | PageFault2 | Memhog | Idle | Churn | TraceReplay
-WORKLOADS: dict[str, type[WorkloadSection]] = {
-    attrs.fields(cls).name.default: cls
-    for cls in (PageFault1, PageFault2, Memhog, Idle, Churn, TraceReplay)
-}
-
-
-@attrs.frozen
-class Scenario:
-    run: RunSection = RunSection()
-    guest: GuestSection = GuestSection()
-    workload: WorkloadSection = PageFault1()
-    costs: Costs = attrs.Factory(Costs)
-
-
-# -- structuring and checks ------------------------------------------------------------------
-
-
-def _size_text(size: int) -> str | int:
-    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size and size % scale == 0:
-            return f"{size // scale}{unit}"
-    return size
-
-
-def _duration_text(ns: int) -> str | int:
-    for unit, scale in (("s", NS_PER_S), ("ms", 1_000_000), ("us", 1_000)):
-        if ns and ns % scale == 0:
-            return f"{ns // scale}{unit}"
-    return f"{ns}ns"
-
-
-def _structure_workload(document: Any, _: Any) -> WorkloadSection:
-    if not isinstance(document, Mapping):
-        raise ValueError(f"expected a table with a name (one of {', '.join(WORKLOADS)})")
-    name = document.get("name", "page_fault1")
-    if name not in WORKLOADS:
-        raise ValueError(f"unknown workload name {name!r}; choose one of {', '.join(WORKLOADS)}")
-    return CONVERTER.structure(document, WORKLOADS[name])
-
-
-def _make_converter() -> cattrs.Converter:
-    converter = make_converter()
-    converter.register_structure_hook(Bytes, lambda value, _: parse_size(value))
-    converter.register_structure_hook(Nanos, lambda value, _: parse_duration(value))
-    converter.register_unstructure_hook(Bytes, _size_text)
-    converter.register_unstructure_hook(Nanos, _duration_text)
-    converter.register_structure_hook(WorkloadSection, _structure_workload)
-    return converter
-
-
-CONVERTER = _make_converter()
-
-
-def check_scenario(scenario: Scenario) -> list[str]:
-    """Values that are each well-typed but impossible, alone or together."""
-    guest, run = scenario.guest, scenario.run
-    problems = []
-    if run.duration <= 0:
-        problems.append("run.duration: must be positive")
-    if run.sample_interval <= 0:
-        problems.append("run.sample_interval: must be positive")
-    if run.full_check_every < 0:
-        problems.append("run.full_check_every: must be 0 (never) or positive")
-    if not 1 <= guest.vcpus <= 4096:
-        problems.append(f"guest.vcpus: must be within 1..4096, got {guest.vcpus}")
-    if not 2 <= guest.max_order <= 20:
-        problems.append(f"guest.max_order: must be within 2..20, got {guest.max_order}")
-    if not 0 <= guest.pageblock_order < guest.max_order:
-        problems.append(
-            f"guest.pageblock_order: must be within 0..max_order-1 ({guest.max_order - 1}), "
-            f"got {guest.pageblock_order}"
-        )
-    if guest.memory % PAGE_SIZE or guest.memory < 16 << 20:
-        problems.append(
-            f"guest.memory: must be a whole number of 4KiB pages and at least 16MiB, "
-            f"got {format_size(guest.memory)}"
-        )
-    if guest.boot_memory >= guest.memory:
-        problems.append(
-            f"guest.boot_memory: {format_size(guest.boot_memory)} does not fit in "
-            f"guest.memory {format_size(guest.memory)}"
-        )
-    if guest.pcp_batch < 1 or guest.pcp_high < guest.pcp_batch:
-        problems.append(
-            f"guest.pcp_high ({guest.pcp_high}) must be at least guest.pcp_batch "
-            f"({guest.pcp_batch}), which must be positive"
-        )
-    workload = scenario.workload
-    if isinstance(workload, Churn) and not 0.0 <= workload.thp_fraction <= 1.0:
-        problems.append(f"workload.thp_fraction: must be within 0..1, got {workload.thp_fraction}")
-    if isinstance(workload, TraceReplay):
-        if not workload.path:
-            problems.append(
-                "workload.path: the trace workload needs the path of a perf script file"
-            )
-        if workload.time_scale <= 0:
-            problems.append(f"workload.time_scale: must be positive, got {workload.time_scale}")
-    return problems
-
 
 # -- running ---------------------------------------------------------------------------------
 
 
-def _workload_for(scenario: Scenario, index: int, trace: Trace | None) -> workloads.Workload:
+def _workload_for(
+    scenario: Scenario, guest_index: int, index: int, trace: Trace | None
+) -> workloads.Workload:
     workload = scenario.workload
     if isinstance(workload, PageFault1):
         return workloads.page_fault1(pages(workload.mapping), workload.thp)
     if isinstance(workload, PageFault2):
         return workloads.page_fault2(pages(workload.mapping))
     if isinstance(workload, Memhog):
-        return workloads.memhog(pages(workload.size), workload.thp, workload.pause)
+        return workloads.memhog(pages(workload.size), workload.thp, workload.pause, workload.loops)
     if isinstance(workload, Idle):
         return workloads.idle()
     if isinstance(workload, Churn):
         return workloads.churn(
-            stream_for(scenario.run.seed, "workload", index),
+            stream_for(scenario.run.seed, "workload", guest_index, index),
             mean_pages=max(1, pages(workload.mean_size)),
             mean_lifetime_ns=max(1, workload.mean_lifetime),
             max_live_pages=max(1, pages(workload.max_live)),
@@ -282,89 +108,166 @@ def _trace_of(scenario: Scenario) -> Trace | None:
 
 @attrs.define
 class Guest:
-    """The built guest: its actors and the pure state they share."""
+    """One built guest: its actors and the pure state they share."""
 
+    name: str
     zone: Zone
     vcpus: list[VCpu]
     backing: GuestBacking
     monitor: Monitor
-    boot_pages: int
+    worker: HintingWorker | None
+    device: BalloonDevice
+    policy: Policy
 
 
-def build_guest(system: ActorSystem, scenario: Scenario) -> Guest:
-    guest, run = scenario.guest, scenario.run
+@attrs.define
+class Machine:
+    """Everything a scenario built: the guests and the host they share."""
+
+    guests: list[Guest]
+    host: Host
+
+
+def make_policy(scenario: Scenario) -> Policy:
+    """The configured design's pure decision class, with its kernel defaults filled in."""
+    policy = scenario.policy
+    capacity, min_order, delay = policy_defaults(scenario)
+    max_order = scenario.guest.max_order
+    if policy.name == "scanner":
+        return ScannerPolicy(capacity, min_order, max_order, delay, batch_pages=pages(policy.batch))
+    if policy.name == "page_reporting":
+        return PageReportingPolicy(
+            capacity, min_order, max_order, delay, tail_placement=policy.tail_placement
+        )
+    if policy.name == "percpu_capture":
+        threshold = policy.threshold if policy.threshold is not None else 128
+        return PercpuCapturePolicy(
+            capacity, min_order, max_order, delay, array_size=policy.array_size, threshold=threshold
+        )
+    if policy.name == "bitmap":
+        threshold = policy.threshold if policy.threshold is not None else 16
+        return BitmapPolicy(capacity, min_order, max_order, delay, threshold=threshold)
+    return Policy(capacity, min_order, max_order, delay)
+
+
+def _build_guest(
+    system: ActorSystem, scenario: Scenario, index: int, prefix: str, trace: Trace | None
+) -> Guest:
+    guest, run, costs = scenario.guest, scenario.run, scenario.costs
     total = pages(guest.memory)
-    trace = _trace_of(scenario)
     allocator = BuddyAllocator(
         total,
         guest.max_order,
         guest.pageblock_order,
         shuffle=guest.shuffle,
-        rng=stream_for(run.seed, "shuffle") if guest.shuffle else None,
+        rng=stream_for(run.seed, "shuffle", index) if guest.shuffle else None,
     )
     backing = GuestBacking(total)
-    zone = system.spawn(Zone("zone", allocator, scenario.costs))
+    zone = system.spawn(Zone(f"{prefix}zone", allocator, costs))
     boot_order = min(guest.pageblock_order, guest.max_order - 1)
-    boot_blocks = zone.take_at_boot(pages(guest.boot_memory), boot_order)
-    for pfn in boot_blocks:
+    for pfn in zone.take_at_boot(pages(guest.boot_memory), boot_order):
         backing.touch(pfn, 1 << boot_order)
     limits = PcpLimits(guest.pcp_batch, guest.pcp_high)
     vcpus = [
         system.spawn(
             VCpu(
-                f"vcpu{index}",
+                f"{prefix}vcpu{cpu}",
                 zone,
                 backing,
-                _workload_for(scenario, index, trace),
-                scenario.costs,
+                _workload_for(scenario, index, cpu, trace),
+                costs,
                 limits,
             )
         )
-        for index in range(guest.vcpus)
+        for cpu in range(guest.vcpus)
     ]
-    monitor = system.spawn(
-        Monitor("monitor", zone, vcpus, backing, run.sample_interval, run.full_check_every)
+    host_features = {VIRTIO_BALLOON_F_PAGE_POISON} if scenario.host.page_poison else set()
+    if scenario.host.reporting:
+        host_features.add(VIRTIO_BALLOON_F_REPORTING)
+    device = system.spawn(
+        BalloonDevice(
+            f"{prefix}balloon",
+            f"{prefix}guest",
+            VirtQueue(queue_size(scenario), event_idx=scenario.virtio.event_idx),
+            negotiate(host_features, guest.page_poison),
+            costs.kick,
+            costs.interrupt,
+        )
     )
-    return Guest(zone, vcpus, backing, monitor, len(boot_blocks) << boot_order)
+    policy = make_policy(scenario)
+    if scenario.host.batch_size:
+        policy.use_host_batch(pages(scenario.host.batch_size))
+    worker = None
+    if policy.enabled and device.reporting:
+        worker = system.spawn(
+            HintingWorker(f"{prefix}worker", zone, device, policy, scenario.policy.poll_budget)
+        )
+        # page_reporting_register() requests a first pass as the driver loads.
+        if isinstance(policy, PageReportingPolicy) and policy.request():
+            worker.try_tell(WakeWorker())
+    elif policy.enabled:
+        system.log.warning("reporting_disabled", guest=f"{prefix}guest", policy=policy.name)
+    monitor = system.spawn(
+        Monitor(
+            f"{prefix}monitor",
+            zone,
+            vcpus,
+            backing,
+            run.sample_interval,
+            run.full_check_every,
+        )
+    )
+    return Guest(f"{prefix}guest", zone, vcpus, backing, monitor, worker, device, policy)
 
 
-def summarise(scenario: Scenario, guest: Guest, elapsed_ns: int) -> dict[str, Any]:
-    zone, vcpus = guest.zone, guest.vcpus
-    seconds = elapsed_ns / NS_PER_S
-    faults = sum(vcpu.counters.faults for vcpu in vcpus)
-    wait = zone.lock_wait_ns
-    return {
-        "virtual_s": seconds,
-        "workload": {
-            "name": scenario.workload.name,
-            "faults": faults,
-            "faults_per_s_per_vcpu": round(faults / len(vcpus) / seconds, 1),
-            "loops": sum(vcpu.counters.loops for vcpu in vcpus),
-            "oom_kills": sum(vcpu.counters.ooms for vcpu in vcpus),
-        },
-        "lock_wait_ns": {"p50": wait.quantile(0.5), "p99": wait.quantile(0.99), "max": wait.max},
-        "zone": {
-            "requests": wait.count,
-            "lock_utilisation": round(zone.utilisation(elapsed_ns), 4),
-            "lock_wait_ns": wait.summary(),
-            "lock_hold_ns": zone.lock_hold_ns.summary(),
-            "queue_depth": zone.queue_depth.summary(),
-            "lock_wait_ns_by_requester": {
-                group: histogram.summary()
-                for group, histogram in sorted(zone.wait_by_group.items())
-            },
-            "failed_allocations": zone.failed_allocations,
-            "free_pages_end": zone.allocator.free_pages,
-            "min_free_pages": guest.monitor.min_free_pages,
-        },
-        "host": {
-            "rss_bytes_end": guest.backing.rss_pages * PAGE_SIZE,
-            "rss_bytes_peak": guest.monitor.peak_rss_pages * PAGE_SIZE,
-            "first_touches": guest.backing.first_touches,
-            "refaults": guest.backing.refaults,
-        },
-        "invariant_violations": 0,
-    }
+def build(system: ActorSystem, scenario: Scenario) -> Machine:
+    """Spawn every guest's actors and the host."""
+    trace = _trace_of(scenario)
+    count = scenario.host.guests
+    guests = [
+        _build_guest(system, scenario, index, f"g{index}." if count > 1 else "", trace)
+        for index in range(count)
+    ]
+    hosted = [
+        HostedGuest(
+            guest.device.guest,
+            guest.device.queue,
+            guest.device,
+            guest.backing,
+            guest.zone.allocator,
+            poison_value=scenario.guest.poison_value if scenario.guest.page_poison else 0,
+        )
+        for guest in guests
+    ]
+    faults = [
+        Fault(
+            fault.kind,
+            fault.at,
+            fault.duration,
+            fault.factor,
+            None if fault.guest is None else guests[fault.guest].device.guest,
+        )
+        for fault in scenario.faults
+    ]
+    host = system.spawn(
+        Host(
+            "host",
+            hosted,
+            scenario.costs,
+            memory_limit_pages=pages(scenario.host.memory),
+            lazy_free=scenario.host.discard == "free",
+            reclaim_interval_ns=scenario.host.reclaim_interval,
+            faults=faults,
+        )
+    )
+    for guest in guests:
+        guest.device.host = host
+    return Machine(guests, host)
+
+
+def build_guest(system: ActorSystem, scenario: Scenario) -> Guest:
+    """Build a one-guest scenario and return its guest (for tests and notebooks)."""
+    return build(system, scenario).guests[0]
 
 
 class GuestModel:
@@ -399,35 +302,38 @@ class GuestModel:
     def log_level(self, config: Scenario) -> str:
         return config.run.log_level
 
+    def baseline(self, config: Scenario) -> Scenario | None:
+        """The same scenario and seed without hinting, to measure what hinting costs."""
+        if config.policy.name == "none" or not config.run.baseline:
+            return None
+        return attrs.evolve(config, policy=PolicySection(name="none"))
+
+    def fold_baseline(self, summary: dict[str, Any], baseline: Mapping[str, Any]) -> None:
+        ours = summary["workload"]["faults"]
+        theirs = baseline["workload"]["faults"]
+        summary["throughput_rel_to_none"] = round(ours / theirs, 4) if theirs else None
+        summary["baseline"] = {
+            "faults": theirs,
+            "rss_bytes_end": baseline["host"]["rss_bytes_end"],
+            "lock_wait_ns": baseline["lock_wait_ns"],
+        }
+
     async def run(self, system: ActorSystem, config: Scenario) -> dict[str, Any]:
-        guest = build_guest(system, config)
+        machine = build(system, config)
         await system.sleep_until_ns(config.run.duration)
-        guest.monitor.sample()  # the final sample, with a last conservation check
-        guest.zone.allocator.check_invariants()
-        summary = summarise(config, guest, config.run.duration)
-        system.log.info("run_end", **summary)
+        for guest in machine.guests:
+            guest.monitor.sample()  # the final sample, with a last conservation check
+            guest.zone.allocator.check_invariants()
+        summary = summarise(
+            (config.policy.name, config.workload.name), machine, config.run.duration
+        )
+        if config.policy.name == "none":
+            summary["throughput_rel_to_none"] = 1.0
+        system.log.info("run_end", **{k: v for k, v in summary.items() if k != "about"})
         return summary
 
     def summary_table(self, summary: Mapping[str, Any]) -> Table:
-        workload, zone, host = summary["workload"], summary["zone"], summary["host"]
-        wait = summary["lock_wait_ns"]
-        table = Table(title=f"pagehint: {workload['name']} for {summary['virtual_s']:g} virtual s")
-        table.add_column("measure")
-        table.add_column("value", justify="right")
-        table.add_row("faults per second per vCPU", f"{workload['faults_per_s_per_vcpu']:,.0f}")
-        table.add_row("workload loops", f"{workload['loops']:,}")
-        table.add_row(
-            "zone lock wait p50 / p99 / max",
-            " / ".join(format_duration(wait[key]) for key in ("p50", "p99", "max")),
-        )
-        table.add_row("zone lock utilisation", f"{zone['lock_utilisation']:.1%}")
-        table.add_row("zone lock requests", f"{zone['requests']:,}")
-        table.add_row(
-            "host RSS end (peak)",
-            f"{format_size(host['rss_bytes_end'])} ({format_size(host['rss_bytes_peak'])})",
-        )
-        table.add_row("OOM kills", str(workload["oom_kills"]))
-        return table
+        return summary_table(summary)
 
 
 MODEL = GuestModel()

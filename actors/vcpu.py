@@ -37,6 +37,7 @@ class VcpuCounters:
     zone_requests: int = 0
     host_first_touches: int = 0
     host_refaults: int = 0
+    host_swap_ins: int = 0
 
 
 class VCpu(Actor):
@@ -121,12 +122,10 @@ class VCpu(Actor):
             del pcp[-take:]
             mapped.extend(chunk)
             self.mapped_pages += take
-            first, refaults = self.backing.touch_pages(chunk)
+            host_ns = self._host_faults(*self.backing.touch_pages(chunk))
             counters.faults += take
-            counters.host_first_touches += first
-            counters.host_refaults += refaults
             needed -= take
-            await self.sleep_ns(take * per_page + costs.host_fault_ns(1) * (first + refaults))
+            await self.sleep_ns(take * per_page + host_ns)
 
     async def _fault_large_blocks(self, op: Map, mapped: list[int]) -> None:
         counters, costs = self.counters, self.costs
@@ -138,12 +137,17 @@ class VCpu(Actor):
                 return
             mapped.append(got[0])
             self.mapped_pages += block_pages
-            first, refaults = self.backing.touch(got[0], block_pages)
+            host_ns = self._host_faults(*self.backing.touch(got[0], block_pages))
             counters.faults += block_pages
-            counters.host_first_touches += first
-            counters.host_refaults += refaults
-            host_ns = costs.host_fault_ns(block_pages) if first + refaults else 0
             await self.sleep_ns(costs.touch_ns(op.order, op.copy) + host_ns)
+
+    def _host_faults(self, first: int, refaults: int, swap_ins: int) -> int:
+        """Count what the host had to do for a touch, and return its cost to this vCPU."""
+        counters, costs = self.counters, self.costs
+        counters.host_first_touches += first
+        counters.host_refaults += refaults
+        counters.host_swap_ins += swap_ins
+        return costs.host_fault_ns(first + refaults) + swap_ins * costs.swap_in_4k
 
     async def _unmap(self, region: int) -> None:
         entry = self.regions.pop(region, None)

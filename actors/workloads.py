@@ -75,14 +75,20 @@ def page_fault2(mapping_pages: int) -> Workload:
         yield Loop()
 
 
-def memhog(size_pages: int, thp: bool, pause_ns: int) -> Workload:
-    """numactl's memhog in a loop: allocate and touch ``size``, free it, pause, repeat."""
+def memhog(size_pages: int, thp: bool, pause_ns: int, loops: int = 0) -> Workload:
+    """numactl's memhog in a loop: allocate and touch ``size``, free it, pause, repeat.
+
+    With ``loops`` > 0, stop after that many and idle (memory freed, nothing else to do).
+    """
     order = THP_ORDER if thp else 0
-    while True:
+    done = 0
+    while not loops or done < loops:
         yield Map(0, size_pages, order)
         yield Unmap(0)
         yield Loop()
+        done += 1
         yield Think(pause_ns)
+    yield from idle()
 
 
 def idle() -> Workload:

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pagehint.protocol.messages import ZoneAlloc, ZoneFree, ZoneSnapshot
+from pagehint.protocol.messages import ZoneAlloc, ZoneFree, ZoneSnapshot, ZoneWork
 from pagehint.runtime import Actor, Histogram, handles
 
 from .buddy import BuddyAllocator
 from .costs import Costs
 
-FreeHook = Callable[[int, int], None]
+FreeHook = Callable[[int, int, str], None]
 
 
 def requester_group(requester: str) -> str:
-    """'vcpu12' -> 'vcpu': the class of requester that contention is reported by."""
-    return requester.rstrip("0123456789") or requester
+    """'g1.vcpu12' -> 'vcpu': the class of requester that contention is reported by."""
+    name = requester.rpartition(".")[2]
+    return name.rstrip("0123456789") or name
 
 
 class Zone(Actor):
@@ -40,6 +41,8 @@ class Zone(Actor):
         self.wait_by_group: dict[str, Histogram] = {}
         self.hold_total_ns = 0
         self.failed_allocations = 0
+        self.false_ooms = 0
+        self.peak_isolated_pages = 0
         # Pages each requester holds from the zone, changed in the same step as the allocator:
         # the ledger that page conservation is checked against.
         self.held_by: dict[str, int] = {}
@@ -48,12 +51,15 @@ class Zone(Actor):
 
     # -- hooks for hinting ---------------------------------------------------------------
     def add_free_hook(self, hook: FreeHook) -> None:
-        """Call ``hook(pfn, order)`` for each block freed (after merging), under the lock."""
+        """Call ``hook(pfn, order, requester)`` for each block freed (after merging), under
+        the lock; ``requester`` is who freed it (the CPU, for per-CPU designs)."""
         self._free_hooks.append(hook)
 
     def _notify_free(self, pfn: int, order: int) -> None:
+        current = self.current_message
+        requester = current.requester if isinstance(current, ZoneFree | ZoneWork) else "boot"
         for hook in self._free_hooks:
-            hook(pfn, order)
+            hook(pfn, order, requester)
 
     # -- the lock ------------------------------------------------------------------------
     def _acquired(self, requester: str, sent_ns: int) -> int:
@@ -100,7 +106,13 @@ class Zone(Actor):
         if pfns:
             self._account(request.requester, len(pfns) << request.order)
         else:
+            # A false OOM: the pages isolated for hinting would have let this one succeed.
+            need = 1 << request.order
+            false_oom = allocator.isolated_pages >= need and (
+                allocator.free_pages + allocator.isolated_pages - need >= gate
+            )
             self.failed_allocations += 1
+            self.false_ooms += false_oom
             self.log.warning(
                 "alloc_failed",
                 requester=request.requester,
@@ -108,6 +120,7 @@ class Zone(Actor):
                 free_pages=allocator.free_pages,
                 isolated_pages=allocator.isolated_pages,
                 min_wmark_pages=gate,
+                false_oom=false_oom,
             )
         self.log.debug(
             "zone_alloc",
@@ -135,6 +148,15 @@ class Zone(Actor):
             queued=self.stats.depth,
         )
         await self._hold(len(request.pfns))
+
+    @handles(ZoneWork)
+    async def work(self, request: ZoneWork) -> object:
+        """A hinting step under the lock: isolation or put-back decided by a pure policy."""
+        self._acquired(request.requester, request.sent_ns)
+        result, examined = request.work(self.allocator)
+        self.peak_isolated_pages = max(self.peak_isolated_pages, self.allocator.isolated_pages)
+        await self._hold(max(1, examined))
+        return result
 
     @handles(ZoneSnapshot)
     def snapshot(self, _: ZoneSnapshot) -> dict[str, int]:

@@ -186,6 +186,11 @@ class Actor:
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
+    @property
+    def current_message(self) -> object:
+        """The message being handled (None between messages)."""
+        return self._current
+
     # -- time and randomness ---------------------------------------------------------------
     @property
     def now_ns(self) -> int:

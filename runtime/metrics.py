@@ -72,6 +72,18 @@ class Histogram:
         index = bucket_of(value)
         self.buckets[index] = self.buckets.get(index, 0) + 1
 
+    def merge(self, other: Histogram) -> None:
+        """Add another histogram's samples to this one (same fixed buckets, so exact)."""
+        if not other.count:
+            return
+        if self.count == 0 or other.min < self.min:
+            self.min = other.min
+        self.max = max(self.max, other.max)
+        self.count += other.count
+        self.total += other.total
+        for index, count in other.buckets.items():
+            self.buckets[index] = self.buckets.get(index, 0) + count
+
     def quantile(self, q: float) -> int:
         """The value below which a fraction ``q`` of samples fall (bucket midpoint, clamped)."""
         if not 0.0 <= q <= 1.0:

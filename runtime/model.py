@@ -54,6 +54,12 @@ class Model(Protocol):
     async def run(self, system: ActorSystem, config: Any) -> dict[str, Any]:
         """Run one scenario; return its summary, or raise RunFailed."""
 
+    def baseline(self, config: Any) -> Any | None:
+        """A config to run first, unlogged, for comparison (None: no baseline)."""
+
+    def fold_baseline(self, summary: dict[str, Any], baseline: Mapping[str, Any]) -> None:
+        """Add what the baseline run says to this run's summary."""
+
     def summary_table(self, summary: Mapping[str, Any]) -> Table: ...
 
 
@@ -86,11 +92,17 @@ def execute(model: Model, config: Any, out_dir: Path) -> tuple[int, dict[str, An
     (out_dir / "config.toml").write_text(resolved, encoding="utf-8")
     seed = model.seed(config)
     started = time.perf_counter()
+    baseline_config = model.baseline(config)
     with (out_dir / "log.jsonl").open("wb") as log_file:
         log = RunLog(log_file, level=model.log_level(config))
         log.write_header(seed=seed, config_hash=config_hash(resolved), model=model.name)
         try:
             summary = run_simulation(lambda system: model.run(system, config), seed=seed, log=log)
+            if baseline_config is not None:
+                baseline = run_simulation(
+                    lambda system: model.run(system, baseline_config), seed=seed
+                )
+                model.fold_baseline(summary, baseline)
         except (ActorCrashed, RunFailed) as error:
             record: dict[str, Any] = {"status": "failed", "error": str(error)}
             if isinstance(error, RunFailed):

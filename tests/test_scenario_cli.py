@@ -57,7 +57,7 @@ def test_seeded_run_is_identical_in_two_processes(tmp_path: Path) -> None:
         command += ["--set", "run.log_level=debug"]
         subprocess.run(command, check=True, env=dict(os.environ, PYTHONHASHSEED=hash_seed))
         logs.append(_records(out / "log.jsonl"))
-    assert len(logs[0]) > 300  # a line per zone request: any reordering shows
+    assert len(logs[0]) > 200  # a line per zone request: any reordering shows
     assert logs[0] == logs[1]
 
 

@@ -1,0 +1,241 @@
+"""What a run gives back to the host and what it costs the guest: the summary of a run.
+
+``summarise`` turns the built machine at the end of a run into ``summary.json``; ``ABOUT`` is
+the documentation of its keys, written into the summary itself so a reader of any run directory
+knows what each number means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from pagehint.protocol.units import PAGE_SIZE, format_duration, format_size
+from pagehint.runtime import NS_PER_S, Histogram
+
+if TYPE_CHECKING:
+    from .host import Host
+    from .scenario import Guest, Machine
+
+RETURN_LEVELS = ("50", "90", "99")
+
+ABOUT = {
+    "virtual_s": "virtual time simulated, seconds",
+    "policy": "the hinting design (none is the baseline)",
+    "memory_returned_bytes": "guest memory the host discarded (freed from RSS) over the run",
+    "time_to_return_s": (
+        "seconds from the peak of free-but-backed guest memory until 50/90/99% of that peak had "
+        "been returned; null when not reached (or nothing to return)"
+    ),
+    "returnable_peak_bytes": "peak of guest memory that was free in the guest yet backed on host",
+    "throughput_rel_to_none": (
+        "guest faults per second relative to the same scenario and seed with policy none"
+    ),
+    "false_ooms": "allocations that failed while isolated (being hinted) memory would have served",
+    "peak_isolated_bytes": "most guest memory isolated for hinting at once (summed over guests)",
+    "lock_wait_ns": "zone-lock wait of every request, ns (p50, p99, max)",
+    "lock_wait_ns_by_requester": "zone-lock wait by requester class (vcpu, worker), ns",
+    "worker": (
+        "hinting worker: wakeups, polls, batches (reports), mean_batch_fill (blocks per report "
+        "over capacity), polls_per_wakeup, lost_hints (frees a design had no room to record)"
+    ),
+    "virtio": "kicks (VM exits), interrupts, reports submitted, device resets",
+    "host": (
+        "discards (ranges), refaults (touches of discarded pages), swap_ins, swapped_bytes, "
+        "rss_bytes_end, rss_bytes_peak, first_touches"
+    ),
+    "workload": "faults, faults_per_s_per_vcpu (will-it-scale's figure), loops, oom_kills",
+    "zone": "zone-lock detail: requests, utilisation, hold and queue depth, failed allocations",
+    "guests": "per-guest summaries when the host holds several guests",
+    "invariant_violations": "0 in any completed run: a violation fails the run (exit 1)",
+}
+
+
+def _merged(histograms: Sequence[Histogram]) -> Histogram:
+    merged = Histogram()
+    for histogram in histograms:
+        merged.merge(histogram)
+    return merged
+
+
+def _wait(histogram: Histogram) -> dict[str, int]:
+    return {"p50": histogram.quantile(0.5), "p99": histogram.quantile(0.99), "max": histogram.max}
+
+
+def time_to_return(samples: Sequence[tuple[int, float]]) -> tuple[dict[str, float | None], int]:
+    """From (t_ns, free-but-backed pages) samples: seconds from the peak to each return level."""
+    if not samples:
+        return dict.fromkeys(RETURN_LEVELS), 0
+    peak_at, peak = max(samples, key=lambda sample: (sample[1], -sample[0]))
+    result: dict[str, float | None] = dict.fromkeys(RETURN_LEVELS)
+    if peak <= 0:
+        return result, 0
+    for level in RETURN_LEVELS:
+        target = peak * (1 - int(level) / 100)
+        for t_ns, wasted in samples:
+            if t_ns >= peak_at and wasted <= target:
+                result[level] = round((t_ns - peak_at) / NS_PER_S, 6)
+                break
+    return result, int(peak)
+
+
+def _summed_series(guests: Sequence[Guest]) -> list[tuple[int, float]]:
+    """Free-but-backed pages over time, summed over guests (monitors sample in step)."""
+    totals: dict[int, float] = {}
+    for guest in guests:
+        for t_ns, value in guest.monitor.wasted_pages.samples:
+            totals[t_ns] = totals.get(t_ns, 0) + value
+    return sorted(totals.items())
+
+
+def summarise_guests(
+    names: tuple[str, str], guests: Sequence[Guest], host: Host, elapsed_ns: int
+) -> dict[str, Any]:
+    """The summary of ``guests`` (one, or all of a host's); ``names`` = (policy, workload)."""
+    policy, workload = names
+    seconds = elapsed_ns / NS_PER_S
+    vcpus = [vcpu for guest in guests for vcpu in guest.vcpus]
+    zones = [guest.zone for guest in guests]
+    workers = [guest.worker for guest in guests if guest.worker is not None]
+    faults = sum(vcpu.counters.faults for vcpu in vcpus)
+    wait = _merged([zone.lock_wait_ns for zone in zones])
+    groups = sorted({group for zone in zones for group in zone.wait_by_group})
+    returned, peak = time_to_return(_summed_series(guests))
+    wakeups = sum(worker.counters.wakeups for worker in workers)
+    polls = sum(worker.counters.polls for worker in workers)
+    batches = sum(worker.counters.batches for worker in workers)
+    capacity_blocks = sum(w.counters.batches * w.policy.capacity for w in workers)
+    backings = [guest.backing for guest in guests]
+    return {
+        "virtual_s": seconds,
+        "policy": policy,
+        "memory_returned_bytes": sum(b.discarded_pages for b in backings) * PAGE_SIZE,
+        "time_to_return_s": returned,
+        "returnable_peak_bytes": peak * PAGE_SIZE,
+        "throughput_rel_to_none": None,
+        "false_ooms": sum(zone.false_ooms for zone in zones),
+        "peak_isolated_bytes": sum(zone.peak_isolated_pages for zone in zones) * PAGE_SIZE,
+        "lock_wait_ns": _wait(wait),
+        "lock_wait_ns_by_requester": {
+            group: _merged(
+                [zone.wait_by_group[group] for zone in zones if group in zone.wait_by_group]
+            ).summary()
+            for group in groups
+        },
+        "worker": {
+            "wakeups": wakeups,
+            "polls": polls,
+            "batches": batches,
+            "mean_batch_fill": round(sum(w.counters.blocks for w in workers) / capacity_blocks, 4)
+            if capacity_blocks
+            else 0.0,
+            "polls_per_wakeup": round(polls / wakeups, 3) if wakeups else 0.0,
+            "pages_reported": sum(w.counters.pages for w in workers),
+            "reports_dropped": sum(w.counters.dropped for w in workers),
+            "queue_full": sum(w.counters.queue_full for w in workers),
+            "lost_hints": sum(guest.policy.lost_hints for guest in guests),
+        },
+        "virtio": {
+            "reports": sum(g.device.counters.reports for g in guests),
+            "kicks": sum(g.device.counters.kicks for g in guests),
+            "interrupts": sum(g.device.counters.interrupts for g in guests),
+            "resets": sum(g.device.counters.resets for g in guests),
+        },
+        "host": {
+            "discards": sum(host.guests[guest.device.guest].discards for guest in guests),
+            "refaults": sum(b.refaults for b in backings),
+            "first_touches": sum(b.first_touches for b in backings),
+            "swap_ins": sum(b.swap_ins for b in backings),
+            "swapped_bytes": sum(b.swapped_pages for b in backings) * PAGE_SIZE,
+            "lazy_free_bytes": sum(b.lazy_pages for b in backings) * PAGE_SIZE,
+            "rss_bytes_end": sum(b.rss_pages for b in backings) * PAGE_SIZE,
+            "rss_bytes_peak": sum(g.monitor.peak_rss_pages for g in guests) * PAGE_SIZE,
+        },
+        "workload": {
+            "name": workload,
+            "faults": faults,
+            "faults_per_s_per_vcpu": round(faults / len(vcpus) / seconds, 1),
+            "loops": sum(vcpu.counters.loops for vcpu in vcpus),
+            "oom_kills": sum(vcpu.counters.ooms for vcpu in vcpus),
+        },
+        "zone": {
+            "requests": wait.count,
+            "lock_utilisation": round(
+                sum(zone.hold_total_ns for zone in zones) / (elapsed_ns * len(zones)), 4
+            ),
+            "lock_wait_ns": wait.summary(),
+            "lock_hold_ns": _merged([zone.lock_hold_ns for zone in zones]).summary(),
+            "queue_depth": _merged([zone.queue_depth for zone in zones]).summary(),
+            "failed_allocations": sum(zone.failed_allocations for zone in zones),
+            "free_bytes_end": sum(zone.allocator.free_pages for zone in zones) * PAGE_SIZE,
+        },
+        "invariant_violations": 0,
+    }
+
+
+def summarise(names: tuple[str, str], machine: Machine, elapsed_ns: int) -> dict[str, Any]:
+    summary = summarise_guests(names, machine.guests, machine.host, elapsed_ns)
+    if len(machine.guests) > 1:
+        summary["guests"] = {
+            guest.name: summarise_guests(names, [guest], machine.host, elapsed_ns)
+            for guest in machine.guests
+        }
+    summary["about"] = ABOUT
+    return summary
+
+
+def summary_table(summary: Mapping[str, Any]) -> Table:
+    """The outcome table ``pagehint run`` prints."""
+    workload, zone, host, worker = (
+        summary["workload"],
+        summary["zone"],
+        summary["host"],
+        summary["worker"],
+    )
+    title = f"pagehint: {workload['name']} with {summary['policy']}, {summary['virtual_s']:g} s"
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    relative = summary["throughput_rel_to_none"]
+    table.add_row("faults per second per vCPU", f"{workload['faults_per_s_per_vcpu']:,.0f}")
+    if relative is not None:
+        table.add_row("throughput relative to none", f"{relative:.3f}")
+    table.add_row("memory returned to the host", format_size(summary["memory_returned_bytes"]))
+    returned = summary["time_to_return_s"]
+    table.add_row(
+        "time to return 50 / 90 / 99%",
+        " / ".join("-" if returned[k] is None else f"{returned[k]:.3g}s" for k in RETURN_LEVELS),
+    )
+    wait = summary["lock_wait_ns"]
+    table.add_row(
+        "zone lock wait p50 / p99 / max",
+        " / ".join(format_duration(wait[key]) for key in ("p50", "p99", "max")),
+    )
+    for group, stats in summary["lock_wait_ns_by_requester"].items():
+        table.add_row(
+            f"  {group} wait p99 (requests)",
+            f"{format_duration(stats['p99'])} ({stats['count']:,})",
+        )
+    table.add_row("zone lock utilisation", f"{zone['lock_utilisation']:.1%}")
+    table.add_row("peak isolated", format_size(summary["peak_isolated_bytes"]))
+    table.add_row("false OOMs / OOM kills", f"{summary['false_ooms']} / {workload['oom_kills']}")
+    table.add_row(
+        "worker wake-ups / polls / reports",
+        f"{worker['wakeups']:,} / {worker['polls']:,} / {worker['batches']:,}",
+    )
+    table.add_row("mean batch fill", f"{worker['mean_batch_fill']:.1%}")
+    virtio = summary["virtio"]
+    table.add_row("kicks / interrupts", f"{virtio['kicks']:,} / {virtio['interrupts']:,}")
+    table.add_row("host discards / refaults", f"{host['discards']:,} / {host['refaults']:,}")
+    table.add_row(
+        "host RSS end (peak)",
+        f"{format_size(host['rss_bytes_end'])} ({format_size(host['rss_bytes_peak'])})",
+    )
+    if host["swap_ins"] or host["swapped_bytes"]:
+        table.add_row(
+            "host swap-ins / swapped",
+            f"{host['swap_ins']:,} / {format_size(host['swapped_bytes'])}",
+        )
+    return table

@@ -1,0 +1,184 @@
+"""The hinting worker: one per guest, asleep until its policy's trigger fires.
+
+Woken like a NIC's Rx softirq: the free path sends one ``WakeWorker`` (the interrupt); the
+worker then polls, each poll isolating one report's worth of blocks under the zone lock, handing
+them to the virtio device without allocating per hint (unless the design does), and putting
+them back when the host has used them. When a poll cannot fill a report, or its budget of polls
+is spent, the pass ends and the worker sleeps until re-armed. Every wake-up, poll and sleep is a
+log line, so polling behaviour under load can be counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from pagehint.protocol.messages import (
+    ReportDone,
+    SubmitReport,
+    WakeWorker,
+    ZoneAlloc,
+    ZoneFree,
+    ZoneWork,
+)
+from pagehint.runtime import Actor, handles
+
+from .buddy import BuddyAllocator
+from .policies import Batch, Policy
+from .zone import Zone
+
+
+@attrs.define
+class WorkerCounters:
+    wakeups: int = 0
+    polls: int = 0
+    batches: int = 0  # reports sent
+    blocks: int = 0
+    pages: int = 0
+    acked: int = 0
+    dropped: int = 0  # reports lost to a device reset: their pages were put back unreported
+    queue_full: int = 0
+    budget_exhausted: int = 0
+
+    def mean_batch_fill(self, capacity: int) -> float:
+        """Blocks per report over the capacity: 1.0 is every report full."""
+        return self.blocks / (self.batches * capacity) if self.batches else 0.0
+
+
+@attrs.define
+class _InFlight:
+    batch: Batch
+    scratch: tuple[int, ...]  # pages allocated for this report (designs that allocate per hint)
+    done: trio.Event
+
+
+class HintingWorker(Actor):
+    def __init__(
+        self, name: str, zone: Zone, device: Actor, policy: Policy, poll_budget: int
+    ) -> None:
+        super().__init__(name)
+        self.zone = zone
+        self.device = device
+        self.policy = policy
+        self.poll_budget = poll_budget
+        self.counters = WorkerCounters()
+        self.in_flight: dict[int, _InFlight] = {}
+        self._next_token = 0
+        self._wake_requested = False
+        self._wake = trio.Event()
+        self._completion = trio.Event()  # set on every completion: a full queue may have room
+        zone.add_free_hook(self._on_free)
+
+    # -- the trigger ---------------------------------------------------------------------
+    def _on_free(self, pfn: int, order: int, requester: str) -> None:
+        # Runs inside the zone's handler, under the lock, on the freeing path: record only.
+        if self.policy.on_free(pfn, order, requester):
+            self.try_tell(WakeWorker())
+
+    @handles(WakeWorker)
+    def wake(self, _: WakeWorker) -> None:
+        self._wake_requested = True
+        self._wake.set()
+
+    # -- the passes ----------------------------------------------------------------------
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.serve)
+            while True:
+                await self._sleep_until_woken()
+                await self._pass()
+
+    async def _sleep_until_woken(self) -> None:
+        if not self._wake_requested:
+            await self._wake.wait()
+        self._wake_requested = False
+        self._wake = trio.Event()
+        self.counters.wakeups += 1
+        self.log.info("worker_wake", in_flight=len(self.in_flight))
+
+    async def _zone_work(self, work: Callable[[BuddyAllocator], tuple[Any, int]]) -> Any:
+        return await self.zone.ask(ZoneWork(self.name, work, self.now_ns))
+
+    async def _pass(self) -> None:
+        policy, counters = self.policy, self.counters
+        if policy.delay_ns:
+            await self.sleep_ns(policy.delay_ns)  # delayed work (page_reporting: 2 s)
+        await self._zone_work(lambda allocator: _begin(policy, allocator))
+        polls = 0
+        while True:
+            batch: Batch = await self._zone_work(lambda allocator: _fill(policy, allocator))
+            polls += 1
+            counters.polls += 1
+            self.log.info(
+                "worker_poll", blocks=len(batch.blocks), pages=batch.pages, examined=batch.examined
+            )
+            if batch.blocks:
+                await self._report(batch)
+            if batch.last:
+                break
+            if polls >= self.poll_budget:
+                counters.budget_exhausted += 1
+                self._wake_requested = True  # more work: poll again after yielding, as NAPI does
+                break
+        rearmed = policy.end_pass()
+        self._wake_requested = self._wake_requested or rearmed
+        self.log.info("worker_sleep", polls=polls, rearmed=self._wake_requested)
+
+    async def _report(self, batch: Batch) -> None:
+        policy, counters = self.policy, self.counters
+        scratch: tuple[int, ...] = ()
+        if policy.allocations_per_report:
+            scratch = await self.zone.ask(
+                ZoneAlloc(self.name, 0, policy.allocations_per_report, self.now_ns)
+            )
+        token = self._next_token
+        self._next_token += 1
+        flight = self.in_flight[token] = _InFlight(batch, scratch, trio.Event())
+        while not await self.device.ask(SubmitReport(batch.blocks, token, self)):
+            counters.queue_full += 1
+            self._completion = trio.Event()
+            await self._completion.wait()
+        counters.batches += 1
+        counters.blocks += len(batch.blocks)
+        counters.pages += batch.pages
+        self.log.info("report", token=token, blocks=len(batch.blocks), pages=batch.pages)
+        if policy.synchronous:
+            await flight.done.wait()  # virtio_balloon: wait_event(acked)
+
+    @handles(ReportDone)
+    async def report_done(self, message: ReportDone) -> None:
+        flight = self.in_flight.pop(message.token)
+        policy, batch = self.policy, flight.batch
+        await self._zone_work(lambda allocator: _drain(policy, allocator, batch, message.acked))
+        if flight.scratch:
+            await self.zone.ask(ZoneFree(self.name, 0, flight.scratch, self.now_ns))
+        if message.acked:
+            self.counters.acked += 1
+        else:
+            self.counters.dropped += 1
+        self.log.info("report_done", token=message.token, acked=message.acked)
+        flight.done.set()
+        self._completion.set()
+
+
+# The policy steps the worker sends to the zone: each returns (reply, blocks examined).
+
+
+def _begin(policy: Policy, allocator: BuddyAllocator) -> tuple[None, int]:
+    policy.begin_pass(allocator)
+    return None, 1
+
+
+def _fill(policy: Policy, allocator: BuddyAllocator) -> tuple[Batch, int]:
+    batch = policy.fill(allocator)
+    return batch, batch.examined
+
+
+def _drain(
+    policy: Policy, allocator: BuddyAllocator, batch: Batch, acked: bool
+) -> tuple[None, int]:
+    policy.drain(allocator, batch, acked)
+    return None, len(batch.blocks)
