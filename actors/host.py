@@ -83,7 +83,6 @@ class Host(Actor):
         self._stalled_until = 0
         self._slow_until = 0
         self._slow_factor = 1.0
-        self.peak_rss_pages = 0
 
     @property
     def rss_pages(self) -> int:
@@ -170,5 +169,4 @@ class Host(Actor):
                 if not taken:
                     break
                 over -= taken
-            self.peak_rss_pages = max(self.peak_rss_pages, self.rss_pages)
             await self.sleep_ns(self.reclaim_interval_ns)

@@ -14,6 +14,7 @@ from pagehint.runtime import Actor, TimeSeries
 from .buddy import InvariantViolation
 from .host_memory import GuestBacking
 from .vcpu import VCpu
+from .worker import HintingWorker
 from .zone import Zone
 
 
@@ -26,8 +27,10 @@ class Monitor(Actor):
         backing: GuestBacking,
         interval_ns: int,
         full_check_every: int,
+        worker: HintingWorker | None = None,
     ) -> None:
         super().__init__(name)
+        self.worker = worker
         self.zone = zone
         self.vcpus = vcpus
         self.backing = backing
@@ -36,8 +39,6 @@ class Monitor(Actor):
         self.rss_pages = TimeSeries(interval_ns)
         self.free_pages = TimeSeries(interval_ns)
         self.wasted_pages = TimeSeries(interval_ns)  # free in the guest, yet backed on the host
-        self.peak_rss_pages = 0
-        self.min_free_pages = zone.allocator.total_pages
         self.samples = 0
 
     async def run(self) -> None:
@@ -58,8 +59,6 @@ class Monitor(Actor):
         self.rss_pages.record(now, rss)
         self.free_pages.record(now, free)
         self.wasted_pages.record(now, wasted)
-        self.peak_rss_pages = max(self.peak_rss_pages, rss)
-        self.min_free_pages = min(self.min_free_pages, free)
         self.log.info(
             "sample",
             rss_pages=rss,
@@ -84,8 +83,15 @@ class Monitor(Actor):
         return backing.rss_pages - in_use
 
     def check_conservation(self) -> None:
-        """free + isolated + lent out (to vCPUs: mapped or on pcp lists, and boot) = all pages."""
+        """free + isolated + lent out (to vCPUs: mapped or on pcp lists, and boot) = all pages,
+        and every isolated page belongs to a report the worker has not yet put back."""
         allocator = self.zone.allocator
+        reported = self.worker.isolated_pages if self.worker is not None else 0
+        if allocator.isolated_pages != reported:
+            raise InvariantViolation(
+                f"{allocator.isolated_pages} pages are isolated but reports in flight hold "
+                f"{reported}: isolated memory was lost or leaked"
+            )
         lent = sum(self.zone.held_by.values())
         accounted = allocator.free_pages + allocator.isolated_pages + lent
         if accounted != allocator.total_pages or allocator.allocated_pages != lent:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from pagehint.protocol.units import PAGE_SIZE, format_duration, format_size
-from pagehint.runtime import NS_PER_S, Histogram
+from pagehint.runtime import NS_PER_S, Histogram, TimeSeries
 
 if TYPE_CHECKING:
     from .host import Host
@@ -38,8 +38,9 @@ ABOUT = {
     "lock_wait_ns": "zone-lock wait of every request, ns (p50, p99, max)",
     "lock_wait_ns_by_requester": "zone-lock wait by requester class (vcpu, worker), ns",
     "worker": (
-        "hinting worker: wakeups, polls, batches (reports), mean_batch_fill (blocks per report "
-        "over capacity), polls_per_wakeup, lost_hints (frees a design had no room to record)"
+        "hinting worker: wakeups, polls, batches (reports), mean_batch_fill (how full reports "
+        "were by the design's own limit: entries, or the scanner's 64 MiB), polls_per_wakeup, "
+        "lost_hints (frees a design had no room to record)"
     ),
     "virtio": "kicks (VM exits), interrupts, reports submitted, device resets",
     "host": (
@@ -81,11 +82,11 @@ def time_to_return(samples: Sequence[tuple[int, float]]) -> tuple[dict[str, floa
     return result, int(peak)
 
 
-def _summed_series(guests: Sequence[Guest]) -> list[tuple[int, float]]:
-    """Free-but-backed pages over time, summed over guests (monitors sample in step)."""
+def _summed_series(series: Sequence[TimeSeries]) -> list[tuple[int, float]]:
+    """A quantity over time summed over guests (their monitors sample in step)."""
     totals: dict[int, float] = {}
-    for guest in guests:
-        for t_ns, value in guest.monitor.wasted_pages.samples:
+    for one in series:
+        for t_ns, value in one.samples:
             totals[t_ns] = totals.get(t_ns, 0) + value
     return sorted(totals.items())
 
@@ -102,11 +103,11 @@ def summarise_guests(
     faults = sum(vcpu.counters.faults for vcpu in vcpus)
     wait = _merged([zone.lock_wait_ns for zone in zones])
     groups = sorted({group for zone in zones for group in zone.wait_by_group})
-    returned, peak = time_to_return(_summed_series(guests))
+    returned, peak = time_to_return(_summed_series([g.monitor.wasted_pages for g in guests]))
+    rss = _summed_series([guest.monitor.rss_pages for guest in guests])
     wakeups = sum(worker.counters.wakeups for worker in workers)
     polls = sum(worker.counters.polls for worker in workers)
     batches = sum(worker.counters.batches for worker in workers)
-    capacity_blocks = sum(w.counters.batches * w.policy.capacity for w in workers)
     backings = [guest.backing for guest in guests]
     return {
         "virtual_s": seconds,
@@ -128,9 +129,9 @@ def summarise_guests(
             "wakeups": wakeups,
             "polls": polls,
             "batches": batches,
-            "mean_batch_fill": round(sum(w.counters.blocks for w in workers) / capacity_blocks, 4)
-            if capacity_blocks
-            else 0.0,
+            "mean_batch_fill": round(
+                sum(w.counters.fill_total for w in workers) / batches if batches else 0.0, 4
+            ),
             "polls_per_wakeup": round(polls / wakeups, 3) if wakeups else 0.0,
             "pages_reported": sum(w.counters.pages for w in workers),
             "reports_dropped": sum(w.counters.dropped for w in workers),
@@ -151,7 +152,7 @@ def summarise_guests(
             "swapped_bytes": sum(b.swapped_pages for b in backings) * PAGE_SIZE,
             "lazy_free_bytes": sum(b.lazy_pages for b in backings) * PAGE_SIZE,
             "rss_bytes_end": sum(b.rss_pages for b in backings) * PAGE_SIZE,
-            "rss_bytes_peak": sum(g.monitor.peak_rss_pages for g in guests) * PAGE_SIZE,
+            "rss_bytes_peak": int(max((value for _, value in rss), default=0)) * PAGE_SIZE,
         },
         "workload": {
             "name": workload,

@@ -67,6 +67,10 @@ class Policy:
         """The host supplied the batch size (Tsirkin's suggestion in the seed thread)."""
         self.capacity = max(1, pages >> self.min_order)
 
+    def fill_ratio(self, batch: Batch) -> float:
+        """How full a report is, by what limits this design's reports: here, entries."""
+        return len(batch.blocks) / self.capacity
+
     def on_free(self, pfn: int, order: int, requester: str) -> bool:
         """A block landed on a free list (after merging). True: wake the worker."""
         return False
@@ -138,6 +142,9 @@ class ScannerPolicy(Policy):
 
     def use_host_batch(self, pages: int) -> None:
         self.batch_pages = max(1 << self.min_order, pages)
+
+    def fill_ratio(self, batch: Batch) -> float:
+        return min(1.0, max(len(batch.blocks) / self.capacity, batch.pages / self.batch_pages))
 
     def on_free(self, pfn: int, order: int, requester: str) -> bool:
         if order < self.min_order:

@@ -174,7 +174,9 @@ def _build_guest(
                 f"{prefix}vcpu{cpu}",
                 zone,
                 backing,
-                _workload_for(scenario, index, cpu, trace),
+                workloads.delayed(
+                    _workload_for(scenario, index, cpu, trace), index * scenario.host.stagger
+                ),
                 costs,
                 limits,
             )
@@ -215,6 +217,7 @@ def _build_guest(
             backing,
             run.sample_interval,
             run.full_check_every,
+            worker,
         )
     )
     return Guest(f"{prefix}guest", zone, vcpus, backing, monitor, worker, device, policy)

@@ -191,6 +191,8 @@ class HostSection:
     """The host offers VIRTIO_BALLOON_F_PAGE_POISON (QEMU page-poison, default on)."""
     reclaim_interval: Nanos = Nanos(1_000_000)
     """How often the host checks its memory limit."""
+    stagger: Nanos = Nanos(0)
+    """Guest i starts its workload i x stagger late, so guests do not run in lockstep."""
 
 
 @attrs.frozen

@@ -42,10 +42,12 @@ class WorkerCounters:
     dropped: int = 0  # reports lost to a device reset: their pages were put back unreported
     queue_full: int = 0
     budget_exhausted: int = 0
+    fill_total: float = 0.0  # sum of each report's fill ratio
 
-    def mean_batch_fill(self, capacity: int) -> float:
-        """Blocks per report over the capacity: 1.0 is every report full."""
-        return self.blocks / (self.batches * capacity) if self.batches else 0.0
+    @property
+    def mean_batch_fill(self) -> float:
+        """How full reports were on average, by the design's own limit: 1.0 is always full."""
+        return self.fill_total / self.batches if self.batches else 0.0
 
 
 @attrs.define
@@ -129,30 +131,36 @@ class HintingWorker(Actor):
 
     async def _report(self, batch: Batch) -> None:
         policy, counters = self.policy, self.counters
-        scratch: tuple[int, ...] = ()
-        if policy.allocations_per_report:
-            scratch = await self.zone.ask(
-                ZoneAlloc(self.name, 0, policy.allocations_per_report, self.now_ns)
-            )
         token = self._next_token
         self._next_token += 1
-        flight = self.in_flight[token] = _InFlight(batch, scratch, trio.Event())
+        flight = self.in_flight[token] = _InFlight(batch, (), trio.Event())
+        if policy.allocations_per_report:
+            flight.scratch = await self.zone.ask(
+                ZoneAlloc(self.name, 0, policy.allocations_per_report, self.now_ns)
+            )
         while not await self.device.ask(SubmitReport(batch.blocks, token, self)):
             counters.queue_full += 1
             self._completion = trio.Event()
             await self._completion.wait()
         counters.batches += 1
+        counters.fill_total += policy.fill_ratio(batch)
         counters.blocks += len(batch.blocks)
         counters.pages += batch.pages
         self.log.info("report", token=token, blocks=len(batch.blocks), pages=batch.pages)
         if policy.synchronous:
             await flight.done.wait()  # virtio_balloon: wait_event(acked)
 
+    @property
+    def isolated_pages(self) -> int:
+        """Pages this worker holds isolated: those of every report not yet put back."""
+        return sum(flight.batch.pages for flight in self.in_flight.values())
+
     @handles(ReportDone)
     async def report_done(self, message: ReportDone) -> None:
-        flight = self.in_flight.pop(message.token)
+        flight = self.in_flight[message.token]
         policy, batch = self.policy, flight.batch
         await self._zone_work(lambda allocator: _drain(policy, allocator, batch, message.acked))
+        del self.in_flight[message.token]  # only now: until the put-back its pages are isolated
         if flight.scratch:
             await self.zone.ask(ZoneFree(self.name, 0, flight.scratch, self.now_ns))
         if message.acked:

@@ -159,6 +159,13 @@ def replay(events: Sequence[TraceEvent], start_ns: int, time_scale: float) -> Wo
     yield from idle()
 
 
+def delayed(workload: Workload, delay_ns: int) -> Workload:
+    """``workload``, started ``delay_ns`` late."""
+    if delay_ns:
+        yield Think(delay_ns)
+    yield from workload
+
+
 def split_by_cpu(events: Sequence[TraceEvent], vcpus: int) -> list[list[TraceEvent]]:
     """Each traced CPU's events go to vCPU ``cpu % vcpus``, keeping their order."""
     shares: list[list[TraceEvent]] = [[] for _ in range(vcpus)]

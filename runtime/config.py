@@ -138,15 +138,17 @@ def _leaves(error: BaseException, path: str) -> Iterable[tuple[BaseException, st
 
 def to_toml(document: Mapping[str, Any]) -> str:
     """TOML text of an unstructured config; keys whose value is None are left out."""
-    return tomli_w.dumps(_without_none(document))
+    cleaned: dict[str, Any] = _without_none(document)
+    return tomli_w.dumps(cleaned)
 
 
-def _without_none(document: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        key: _without_none(value) if isinstance(value, Mapping) else value
-        for key, value in document.items()
-        if value is not None
-    }
+def _without_none(value: Any) -> Any:
+    """TOML has no null: drop None values (an unset optional key), in tables and arrays."""
+    if isinstance(value, Mapping):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(item) for item in value]
+    return value
 
 
 def config_hash(toml_text: str) -> str:

@@ -455,6 +455,18 @@ def test_putback_that_merges_is_left_unreported() -> None:
     b.check_invariants()
 
 
+def test_merging_with_a_reported_buddy_leaves_the_merged_block_unreported() -> None:
+    b = BuddyAllocator(16, max_order=5, watermarks=NO_WATERMARKS)
+    assert b.alloc(0) == 0
+    assert b.isolate(2, 1)
+    assert b.putback(2, 1, reported=True) == (2, 1)  # its buddy (0, 1) is half allocated
+    assert b.is_reported(2) and b.reported_pages == 2
+    assert b.free(0, 0) == (0, 4)  # merges (1, 0), the reported (2, 1), (4, 2), (8, 3)
+    assert not b.is_reported(0)
+    assert (b.reported_pages, b.nr_unreported(4)) == (0, 1)
+    b.check_invariants()
+
+
 def test_putback_placement_and_notify() -> None:
     calls: list[tuple[int, int]] = []
     b = BuddyAllocator(
@@ -602,6 +614,21 @@ class BuddyMachine(RuleBasedStateMachine):
     @rule(index=st.integers(0, 10**6), to_tail=st.none() | st.booleans(), notify=st.booleans())
     def free(self, index: int, to_tail: bool | None, notify: bool) -> None:
         pfn, order = sorted(self.allocated.items())[index % len(self.allocated)]
+        self._free(pfn, order, to_tail, notify)
+
+    @rule(to_tail=st.none() | st.booleans())
+    def free_next_to_reported(self, to_tail: bool | None) -> None:
+        """Free a block inside a reported block's buddy: the merge that must drop the flag."""
+        b = self.b
+        for blk in b.iter_blocks():
+            if blk.reported and blk.order < b.max_order - 1:
+                buddy = blk.pfn ^ blk.nr_pages
+                for pfn, order in sorted(self.allocated.items()):
+                    if buddy <= pfn < buddy + blk.nr_pages:
+                        self._free(pfn, order, to_tail, notify=True)
+                        return
+
+    def _free(self, pfn: int, order: int, to_tail: bool | None, notify: bool) -> None:
         merged = self.b.free(pfn, order, to_tail=to_tail, notify=notify)
         del self.allocated[pfn]
         self._release(pfn, order)

@@ -512,9 +512,10 @@ def test_reset_returns_every_outstanding_token_oldest_first() -> None:
     vq.push_used(a.head, 0)
     assert vq.get_used() == ("c", 0)
     vq.push_used(d.head, 0)
-    # "a" and "d" pushed, uncollected; "b" held by the device; "e", "f" never popped.
+    assert vq.add([(0, 1)], "g") == c.head  # newest, in an old slot: not head order
+    # "a", "d" pushed, uncollected; "b" held by the device; "e", "f", "g" never popped.
     lists = [vq.desc_next, vq.avail_ring, vq.used_ring_id, vq.desc_addr]
-    assert vq.reset() == ["a", "b", "d", "e", "f"]
+    assert vq.reset() == ["a", "b", "d", "e", "f", "g"]
     after = [vq.desc_next, vq.avail_ring, vq.used_ring_id, vq.desc_addr]
     assert all(x is y for x, y in zip(lists, after, strict=True))  # refilled, not reallocated
     assert (vq.num_free, vq.in_flight, vq.pending_used, vq.pending_available, vq.in_device) == (
@@ -524,9 +525,9 @@ def test_reset_returns_every_outstanding_token_oldest_first() -> None:
         0,
         0,
     )
-    assert (vq.added, vq.used) == (6, 1)  # totals survive
+    assert (vq.added, vq.used) == (7, 1)  # totals survive
     assert vq.reset() == []
-    assert state(vq) == state(VirtQueue(8, event_idx=True)) | {"added": 6, "used": 1}
+    assert state(vq) == state(VirtQueue(8, event_idx=True)) | {"added": 7, "used": 1}
 
 
 def test_reset_returns_to_the_start_index() -> None:
