@@ -108,17 +108,17 @@ class HintingWorker(Actor):
         policy, counters = self.policy, self.counters
         if policy.delay_ns:
             await self.sleep_ns(policy.delay_ns)  # delayed work (page_reporting: 2 s)
-        await self._zone_work(lambda allocator: _begin(policy, allocator))
+        await self._zone_work(self._begin)
         polls = 0
         while True:
-            batch: Batch = await self._zone_work(lambda allocator: _fill(policy, allocator))
+            token, batch = await self._zone_work(self._fill)
             polls += 1
             counters.polls += 1
             self.log.info(
                 "worker_poll", blocks=len(batch.blocks), pages=batch.pages, examined=batch.examined
             )
             if batch.blocks:
-                await self._report(batch)
+                await self._report(token, batch)
             if batch.last:
                 break
             if polls >= self.poll_budget:
@@ -129,11 +129,9 @@ class HintingWorker(Actor):
         self._wake_requested = self._wake_requested or rearmed
         self.log.info("worker_sleep", polls=polls, rearmed=self._wake_requested)
 
-    async def _report(self, batch: Batch) -> None:
+    async def _report(self, token: int, batch: Batch) -> None:
         policy, counters = self.policy, self.counters
-        token = self._next_token
-        self._next_token += 1
-        flight = self.in_flight[token] = _InFlight(batch, (), trio.Event())
+        flight = self.in_flight[token]
         if policy.allocations_per_report:
             flight.scratch = await self.zone.ask(
                 ZoneAlloc(self.name, 0, policy.allocations_per_report, self.now_ns)
@@ -150,6 +148,28 @@ class HintingWorker(Actor):
         if policy.synchronous:
             await flight.done.wait()  # virtio_balloon: wait_event(acked)
 
+    # -- steps run by the zone, under the lock ---------------------------------------------
+    # The in-flight ledger changes in the same step as the allocator, so at every instant the
+    # zone's isolated pages are exactly those of the reports in flight.
+    # Each returns (reply, blocks examined: the lock hold cost).
+    def _begin(self, allocator: BuddyAllocator) -> tuple[None, int]:
+        self.policy.begin_pass(allocator)
+        return None, 1
+
+    def _fill(self, allocator: BuddyAllocator) -> tuple[tuple[int, Batch], int]:
+        batch = self.policy.fill(allocator)
+        token = self._next_token
+        if batch.blocks:
+            self._next_token += 1
+            self.in_flight[token] = _InFlight(batch, (), trio.Event())
+        return (token, batch), batch.examined
+
+    def _drain(self, allocator: BuddyAllocator, done: ReportDone) -> tuple[None, int]:
+        batch = self.in_flight[done.token].batch
+        self.policy.drain(allocator, batch, done.acked)
+        del self.in_flight[done.token]
+        return None, len(batch.blocks)
+
     @property
     def isolated_pages(self) -> int:
         """Pages this worker holds isolated: those of every report not yet put back."""
@@ -158,9 +178,7 @@ class HintingWorker(Actor):
     @handles(ReportDone)
     async def report_done(self, message: ReportDone) -> None:
         flight = self.in_flight[message.token]
-        policy, batch = self.policy, flight.batch
-        await self._zone_work(lambda allocator: _drain(policy, allocator, batch, message.acked))
-        del self.in_flight[message.token]  # only now: until the put-back its pages are isolated
+        await self._zone_work(lambda allocator: self._drain(allocator, message))
         if flight.scratch:
             await self.zone.ask(ZoneFree(self.name, 0, flight.scratch, self.now_ns))
         if message.acked:
@@ -170,23 +188,3 @@ class HintingWorker(Actor):
         self.log.info("report_done", token=message.token, acked=message.acked)
         flight.done.set()
         self._completion.set()
-
-
-# The policy steps the worker sends to the zone: each returns (reply, blocks examined).
-
-
-def _begin(policy: Policy, allocator: BuddyAllocator) -> tuple[None, int]:
-    policy.begin_pass(allocator)
-    return None, 1
-
-
-def _fill(policy: Policy, allocator: BuddyAllocator) -> tuple[Batch, int]:
-    batch = policy.fill(allocator)
-    return batch, batch.examined
-
-
-def _drain(
-    policy: Policy, allocator: BuddyAllocator, batch: Batch, acked: bool
-) -> tuple[None, int]:
-    policy.drain(allocator, batch, acked)
-    return None, len(batch.blocks)

@@ -79,10 +79,11 @@ class ActorSystem:
                 await actor.run()
         except Exception as exc:
             crashed = True
+            cause = _sole_error(exc)
             message = actor._current if actor._current is not None else "<no message: in run()>"
-            crash = ActorCrashed(actor.name, message, self.clock.now_ns(), exc)
+            crash = ActorCrashed(actor.name, message, self.clock.now_ns(), cause)
             actor.log.error("actor_crashed", message=message, error=str(crash))
-            raise crash from exc
+            raise crash from cause
         finally:
             actor._alive = False
             actor._drain_dead_letters()
@@ -100,6 +101,13 @@ class ActorSystem:
 
     async def sleep_until_ns(self, when_ns: int) -> None:
         await self.clock.sleep_until_ns(when_ns)
+
+
+def _sole_error(error: Exception) -> Exception:
+    """An actor's own nursery wraps its error in a group of one: name the error itself."""
+    while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

@@ -732,5 +732,5 @@ class BuddyMachine(RuleBasedStateMachine):
         self.hook.clear()
 
 
-BuddyMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+BuddyMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
 TestBuddyMachine = BuddyMachine.TestCase
