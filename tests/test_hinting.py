@@ -253,3 +253,26 @@ def test_no_page_is_lost_under_random_workloads_and_fault_schedules(
     # violation raises here.
     summary = run(config)
     assert summary["invariant_violations"] == 0
+
+
+def test_a_slow_host_keeps_memory_isolated_longer() -> None:
+    quick = run(scenario("scanner"))
+    slow = run(
+        scenario(
+            "scanner", faults=[{"kind": "slowdown", "at": "0ms", "duration": "2s", "factor": 50.0}]
+        )
+    )
+    assert slow["time_to_return_s"]["90"] > quick["time_to_return_s"]["90"]
+    assert slow["memory_returned_bytes"] == quick["memory_returned_bytes"]
+
+
+def test_asynchronous_reports_with_event_index_kick_only_when_the_host_asked() -> None:
+    small_reports = {"name": "percpu_capture", "capacity": 8, "threshold": 8}
+    plain = run(scenario(policy=small_reports))
+    suppressed = run(scenario(policy=small_reports, virtio={"event_idx": True}))
+    assert plain["virtio"]["kicks"] == plain["virtio"]["reports"] > 4
+    # With reports queued while the host is busy, the host asks to be kicked only for new work.
+    assert suppressed["virtio"]["reports"] == plain["virtio"]["reports"]
+    assert suppressed["virtio"]["kicks"] < plain["virtio"]["kicks"]
+    assert suppressed["virtio"]["interrupts"] < plain["virtio"]["interrupts"]
+    assert suppressed["memory_returned_bytes"] == plain["memory_returned_bytes"]
