@@ -67,6 +67,8 @@ class Monitor(Actor):
             reported_pages=allocator.reported_pages,
             wasted_pages=wasted,
             pcp_pages=sum(len(vcpu.pcp) for vcpu in self.vcpus),
+            lent_pages=sum(self.zone.held_by.values()),
+            total_pages=allocator.total_pages,
             lock_queue=self.zone.stats.depth,
         )
 

@@ -144,7 +144,7 @@ class HintingWorker(Actor):
         counters.fill_total += policy.fill_ratio(batch)
         counters.blocks += len(batch.blocks)
         counters.pages += batch.pages
-        self.log.info("report", token=token, blocks=len(batch.blocks), pages=batch.pages)
+        self.log.info("report", token=token, pages=batch.pages, blocks=batch.blocks)
         if policy.synchronous:
             await flight.done.wait()  # virtio_balloon: wait_event(acked)
 

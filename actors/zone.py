@@ -128,6 +128,7 @@ class Zone(Actor):
             order=request.order,
             wanted=request.count,
             got=len(pfns),
+            pfns=pfns,
             wait_ns=wait,
             queued=self.stats.depth,
         )
@@ -144,6 +145,7 @@ class Zone(Actor):
             requester=request.requester,
             order=request.order,
             blocks=len(request.pfns),
+            pfns=request.pfns,
             wait_ns=wait,
             queued=self.stats.depth,
         )
