@@ -39,6 +39,7 @@ class Monitor(Actor):
         self.rss_pages = TimeSeries(interval_ns)
         self.free_pages = TimeSeries(interval_ns)
         self.wasted_pages = TimeSeries(interval_ns)  # free in the guest, yet backed on the host
+        self.returned_pages = TimeSeries(interval_ns)  # given back by discards, cumulative
         self.samples = 0
 
     async def run(self) -> None:
@@ -59,6 +60,7 @@ class Monitor(Actor):
         self.rss_pages.record(now, rss)
         self.free_pages.record(now, free)
         self.wasted_pages.record(now, wasted)
+        self.returned_pages.record(now, self.backing.discarded_pages)
         self.log.info(
             "sample",
             rss_pages=rss,

@@ -26,8 +26,8 @@ ABOUT = {
     "policy": "the hinting design (none is the baseline)",
     "memory_returned_bytes": "guest memory the host discarded (freed from RSS) over the run",
     "time_to_return_s": (
-        "seconds from the peak of free-but-backed guest memory until 50/90/99% of that peak had "
-        "been returned; null when not reached (or nothing to return)"
+        "seconds from the peak of free-but-backed guest memory until discards had given the host "
+        "50/90/99% of that peak back; null when not reached (or nothing to return)"
     ),
     "returnable_peak_bytes": "peak of guest memory that was free in the guest yet backed on host",
     "throughput_rel_to_none": (
@@ -65,18 +65,22 @@ def _wait(histogram: Histogram) -> dict[str, int]:
     return {"p50": histogram.quantile(0.5), "p99": histogram.quantile(0.99), "max": histogram.max}
 
 
-def time_to_return(samples: Sequence[tuple[int, float]]) -> tuple[dict[str, float | None], int]:
-    """From (t_ns, free-but-backed pages) samples: seconds from the peak to each return level."""
-    if not samples:
-        return dict.fromkeys(RETURN_LEVELS), 0
-    peak_at, peak = max(samples, key=lambda sample: (sample[1], -sample[0]))
+def time_to_return(
+    wasted: Sequence[tuple[int, float]], returned: Sequence[tuple[int, float]]
+) -> tuple[dict[str, float | None], int]:
+    """Seconds from the peak of free-but-backed memory until the host had been given back
+    50/90/99% of that peak by discards (memory the guest merely reused does not count)."""
     result: dict[str, float | None] = dict.fromkeys(RETURN_LEVELS)
+    if not wasted:
+        return result, 0
+    peak_at, peak = max(wasted, key=lambda sample: (sample[1], -sample[0]))
     if peak <= 0:
         return result, 0
+    at_peak = next((value for t_ns, value in returned if t_ns >= peak_at), 0)
     for level in RETURN_LEVELS:
-        target = peak * (1 - int(level) / 100)
-        for t_ns, wasted in samples:
-            if t_ns >= peak_at and wasted <= target:
+        target = peak * int(level) / 100
+        for t_ns, value in returned:
+            if t_ns >= peak_at and value - at_peak >= target:
                 result[level] = round((t_ns - peak_at) / NS_PER_S, 6)
                 break
     return result, int(peak)
@@ -103,7 +107,10 @@ def summarise_guests(
     faults = sum(vcpu.counters.faults for vcpu in vcpus)
     wait = _merged([zone.lock_wait_ns for zone in zones])
     groups = sorted({group for zone in zones for group in zone.wait_by_group})
-    returned, peak = time_to_return(_summed_series([g.monitor.wasted_pages for g in guests]))
+    returned, peak = time_to_return(
+        _summed_series([g.monitor.wasted_pages for g in guests]),
+        _summed_series([g.monitor.returned_pages for g in guests]),
+    )
     rss = _summed_series([guest.monitor.rss_pages for guest in guests])
     wakeups = sum(worker.counters.wakeups for worker in workers)
     polls = sum(worker.counters.polls for worker in workers)
@@ -240,3 +247,59 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
             f"{host['swap_ins']:,} / {format_size(host['swapped_bytes'])}",
         )
     return table
+
+
+# The headline metrics of a run, flat and in display order: (name, path in the summary, unit).
+HEADLINE = (
+    ("faults/s/vCPU", ("workload", "faults_per_s_per_vcpu"), ""),
+    ("throughput vs none", ("throughput_rel_to_none",), "ratio"),
+    ("returned", ("memory_returned_bytes",), "bytes"),
+    ("return 50%", ("time_to_return_s", "50"), "s"),
+    ("return 90%", ("time_to_return_s", "90"), "s"),
+    ("return 99%", ("time_to_return_s", "99"), "s"),
+    ("peak isolated", ("peak_isolated_bytes",), "bytes"),
+    ("false OOMs", ("false_ooms",), ""),
+    ("OOM kills", ("workload", "oom_kills"), ""),
+    ("lock wait p50", ("lock_wait_ns", "p50"), "ns"),
+    ("lock wait p99", ("lock_wait_ns", "p99"), "ns"),
+    ("lock wait max", ("lock_wait_ns", "max"), "ns"),
+    ("lock utilisation", ("zone", "lock_utilisation"), "ratio"),
+    ("worker wake-ups", ("worker", "wakeups"), ""),
+    ("polls/wake-up", ("worker", "polls_per_wakeup"), ""),
+    ("reports", ("worker", "batches"), ""),
+    ("batch fill", ("worker", "mean_batch_fill"), "ratio"),
+    ("kicks", ("virtio", "kicks"), ""),
+    ("interrupts", ("virtio", "interrupts"), ""),
+    ("discards", ("host", "discards"), ""),
+    ("refaults", ("host", "refaults"), ""),
+    ("swap-ins", ("host", "swap_ins"), ""),
+    ("RSS end", ("host", "rss_bytes_end"), "bytes"),
+    ("RSS peak", ("host", "rss_bytes_peak"), "bytes"),
+)
+
+
+def headline(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline metrics of ``summary`` by name (None where a run has no such value)."""
+    values: dict[str, Any] = {}
+    for name, path, _ in HEADLINE:
+        value: Any = summary
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        values[name] = value
+    return values
+
+
+def format_metric(name: str, value: Any) -> str:
+    """A headline value for a table cell, in its unit."""
+    unit = next(unit for metric, _, unit in HEADLINE if metric == name)
+    if value is None:
+        return "-"
+    if unit == "bytes":
+        return format_size(int(value))
+    if unit == "ns":
+        return format_duration(value)
+    if unit == "s":
+        return f"{value:.3g}s"
+    if unit == "ratio":
+        return f"{value:.3f}"
+    return f"{value:,.0f}" if isinstance(value, int | float) else str(value)

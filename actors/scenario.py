@@ -18,7 +18,7 @@ from pagehint.protocol.messages import WakeWorker
 from pagehint.protocol.units import pages
 from pagehint.protocol.virtqueue import VirtQueue
 from pagehint.runtime import ActorSystem, stream_for
-from pagehint.runtime.config import ConfigError, structure
+from pagehint.runtime.config import ConfigError, explain, structure
 
 from . import workloads
 from .buddy import BuddyAllocator
@@ -31,7 +31,7 @@ from .device import (
 from .host import Fault, Host, HostedGuest
 from .host_memory import GuestBacking
 from .monitor import Monitor
-from .outcomes import summarise, summary_table
+from .outcomes import format_metric, headline, summarise, summary_table
 from .policies import (
     BitmapPolicy,
     PageReportingPolicy,
@@ -292,6 +292,9 @@ class GuestModel:
             read_trace(path)  # a bad trace is bad input: report it before the run starts
         return scenario
 
+    def explain(self) -> list[str]:
+        return explain(Scenario, CONVERTER)
+
     def unstructure(self, config: Scenario) -> dict[str, Any]:
         document: dict[str, Any] = CONVERTER.unstructure(config)
         return document
@@ -337,6 +340,12 @@ class GuestModel:
 
     def summary_table(self, summary: Mapping[str, Any]) -> Table:
         return summary_table(summary)
+
+    def headline(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        return headline(summary)
+
+    def format_metric(self, name: str, value: Any) -> str:
+        return format_metric(name, value)
 
 
 MODEL = GuestModel()

@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import ConfigError, apply_overrides, load_toml
+from .config import ConfigError, apply_overrides, apply_values, flatten, load_toml, to_toml
 from .demo import run_demo
 from .errors import PagehintError
 from .log import RunLog
-from .model import execute, load_model
+from .model import Model, execute, load_model
+from .sweep import (
+    comparison_spec,
+    comparison_table,
+    execute_all,
+    expand,
+    load_sweep,
+    open_executor,
+    sweep_table,
+    validate,
+)
 from .system import ActorSystem, run_simulation
 from .version import VERSION
 
 DEFAULT_SCENARIO = Path("configs/default.toml")
+
+
+def _console() -> Console:
+    """Tables at full width even when piped (rich would fold them to 80 columns)."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -53,20 +73,29 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
-    path: Path | None = args.config
-    if path is None and DEFAULT_SCENARIO.exists():
-        path = DEFAULT_SCENARIO
+def _scenario_document(config: Path | None, overrides: list[str]) -> tuple[dict[str, Any], str]:
+    """The scenario file (or the default one) with overrides applied, and its name."""
+    path = config if config is not None or not DEFAULT_SCENARIO.exists() else DEFAULT_SCENARIO
     document = load_toml(path) if path is not None else {}
     source = str(path) if path is not None else "(built-in defaults)"
-    config = model.load(apply_overrides(document, args.overrides), source)
+    return apply_overrides(document, overrides), source
+
+
+def _load(model: Model, args: argparse.Namespace) -> tuple[Any, str]:
+    document, source = _scenario_document(args.config, args.overrides)
+    config = model.load(document, source)
     if args.seed is not None:
         config = model.with_seed(config, args.seed)
-    stem = path.stem if path is not None else "default"
+    return config, source
+
+
+def _run(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    config, source = _load(model, args)
+    stem = Path(source).stem if source.endswith(".toml") else "default"
     out: Path = args.out or Path("runs") / f"{stem}-seed{model.seed(config)}"
     code, result = execute(model, config, out)
-    console = Console()
+    console = _console()
     if code == 0:
         console.print(model.summary_table(result))
         console.print(f"run directory: {out}")
@@ -74,6 +103,95 @@ def _run(args: argparse.Namespace) -> int:
         console.print(f"[red]run failed[/red]: {result['error']}", highlight=False)
         console.print(f"run directory (incomplete, see error.json): {out}")
     return code
+
+
+def _config(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    if args.explain:
+        print("\n".join(model.explain()).strip())
+        return 0
+    config, _ = _load(model, args)
+    print(to_toml(model.unstructure(config)), end="")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    configs: list[Path] = args.configs or [DEFAULT_SCENARIO]
+    specs = []
+    for path in configs:
+        base, source = _scenario_document(path, args.overrides)
+        for variant in args.variants or [""]:
+            pairs = [pair for pair in variant.split(",") if pair.strip()]
+            document = apply_overrides(base, pairs)
+            if args.seed is not None:
+                document = apply_values(document, {"run.seed": args.seed}, "--seed")
+            label = (path.stem if len(configs) > 1 else "") + (f"[{variant}]" if variant else "")
+            specs.append(comparison_spec(label or path.stem, document, source))
+    validate(args.model, specs)
+    out: Path = args.out or Path("runs") / "compare"
+    with open_executor(args.workers, args.scheduler) as executor, _progress(len(specs)) as done:
+        rows = execute_all(args.model, specs, out, executor, done)
+    _console().print(comparison_table(model, rows))
+    print(f"runs: {out}")
+    return 0 if all(row["status"] == "ok" for row in rows) else 1
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    sweep = load_sweep(args.sweep)
+    overrides = apply_overrides({}, args.overrides)
+    specs = expand(sweep, flatten(overrides))
+    validate(args.model, specs)
+    out: Path = args.out or Path("runs") / args.sweep.stem
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.toml").write_text(args.sweep.read_text(encoding="utf-8"), encoding="utf-8")
+    model = load_model(args.model)
+    with open_executor(args.workers, args.scheduler) as executor, _progress(len(specs)) as done:
+        rows = execute_all(args.model, specs, out, executor, done)
+    _console().print(sweep_table(model, sweep, rows))
+    failed = [row for row in rows if row["status"] != "ok"]
+    for row in failed:
+        print(
+            f"failed: {row['label']} replicate {row['replicate']}: {row['error']}", file=sys.stderr
+        )
+    print(f"{len(rows) - len(failed)} of {len(rows)} runs ok; index: {out / 'index.jsonl'}")
+    return 1 if failed else 0
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[dict[str, Any]], None]]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=not sys.stderr.isatty(),
+        console=Console(stderr=True),
+    ) as progress:
+        task = progress.add_task("runs", total=total)
+        yield lambda row: progress.advance(task)
+
+
+def _add_scenario_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set guest.vcpus=16 (repeatable)",
+    )
+    parser.add_argument("--seed", type=int, help="override run.seed")
+    parser.add_argument("--model", default="guest", help=argparse.SUPPRESS)
+
+
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: CPUs)"
+    )
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on the Dask cluster at ADDRESS instead"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,18 +210,48 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "config", nargs="?", type=Path, help=f"scenario file (default: {DEFAULT_SCENARIO})"
     )
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set guest.vcpus=16 (repeatable)",
-    )
-    run.add_argument("--seed", type=int, help="override run.seed")
+    _add_scenario_options(run)
     run.add_argument("--out", type=Path, help="run directory (default: runs/NAME-seedN)")
-    run.add_argument("--model", default="guest", help=argparse.SUPPRESS)
     run.set_defaults(handler=_run)
+
+    config = commands.add_parser(
+        "config", help="print a scenario resolved with every default, or --explain every key"
+    )
+    config.add_argument("config", nargs="?", type=Path)
+    config.add_argument("--explain", action="store_true", help="document every config key")
+    _add_scenario_options(config)
+    config.set_defaults(handler=_config)
+
+    compare = commands.add_parser(
+        "compare",
+        help="run scenarios (or variants of one) with the same seed, side by side",
+        description="Run each CONFIG (or each --variant of one) with the same seed and print "
+        "one table of outcomes, with differences relative to the first.",
+    )
+    compare.add_argument("configs", nargs="*", type=Path, metavar="CONFIG")
+    compare.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        metavar="KEY=VALUE[,KEY=VALUE]",
+        help="one column per variant, e.g. --variant policy.name=none (repeatable)",
+    )
+    _add_scenario_options(compare)
+    _add_executor_options(compare)
+    compare.add_argument("--out", type=Path, help="directory for the runs (default: runs/compare)")
+    compare.set_defaults(handler=_compare)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a grid of factors over a base scenario, replicated over seeds",
+        description="Run every combination of a sweep file's factors into one directory with "
+        "an index; resumes an interrupted sweep; a failed run does not stop the others.",
+    )
+    sweep.add_argument("sweep", type=Path, metavar="SWEEP")
+    _add_scenario_options(sweep)
+    _add_executor_options(sweep)
+    sweep.add_argument("--out", type=Path, help="sweep directory (default: runs/SWEEP-NAME)")
+    sweep.set_defaults(handler=_sweep)
     demo = commands.add_parser("demo", help="run the two-actor runtime demo")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--clients", type=int, default=4)

@@ -7,9 +7,14 @@ expected; the CLI prints them and exits 2.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
+import inspect
+import itertools
+import textwrap
 import tomllib
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,26 +55,47 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
 
 def apply_overrides(document: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``KEY.PATH=VALUE`` overrides; VALUE is a TOML literal, or else plain text."""
-    result = _deep_copy(document)
+    values: dict[str, Any] = {}
     for override in overrides:
         key, separator, text = override.partition("=")
-        key = key.strip()
-        if not separator or not key or any(not part for part in key.split(".")):
+        if not separator:
             raise ConfigError("--set", [f"expected KEY.PATH=VALUE, got {override!r}"])
         try:
-            value = tomllib.loads(f"value = {text}")["value"]
+            values[key.strip()] = tomllib.loads(f"value = {text}")["value"]
         except tomllib.TOMLDecodeError:
-            value = text.strip()  # unquoted text such as policy.name=bitmap or 64MiB
+            values[key.strip()] = text.strip()  # unquoted text such as policy.name=bitmap
+    return apply_values(document, values, "--set")
+
+
+def apply_values(
+    document: dict[str, Any], values: Mapping[str, Any], source: str
+) -> dict[str, Any]:
+    """A copy of ``document`` with each dotted ``KEY.PATH`` set to its value."""
+    result = _deep_copy(document)
+    for key, value in values.items():
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(source, [f"{key!r} is not a KEY.PATH"])
         *parents, leaf = key.split(".")
         table = result
         for depth, part in enumerate(parents):
             child = table.setdefault(part, {})
             if not isinstance(child, dict):
                 where = ".".join(parents[: depth + 1])
-                raise ConfigError("--set", [f"{key}: {where} is a value, not a table"])
+                raise ConfigError(source, [f"{key}: {where} is a value, not a table"])
             table = child
         table[leaf] = value
     return result
+
+
+def flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables as dotted keys: {"guest": {"vcpus": 4}} -> {"guest.vcpus": 4}."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _deep_copy(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,17 +126,22 @@ def _describe(error: BaseException, root: type) -> list[str]:
         if isinstance(exc, ForbiddenExtraKeysError):
             valid = [field.name for field in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
             for key in sorted(exc.extra_fields):
-                close = difflib.get_close_matches(key, valid, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
                 prefix = f"{where}." if path else ""
                 problems.append(
-                    f"{prefix}{key}: unknown key{hint} (valid keys: {', '.join(valid)})"
+                    f"{prefix}{key}: unknown key{suggest(key, valid)} "
+                    f"(valid keys: {', '.join(valid)})"
                 )
         elif isinstance(exc, KeyError) and exc.args:
             problems.append(f"{where}: required key {exc.args[0]!r} is missing")
         else:
             problems.append(f"{where}: {_plain(exc)}")
     return problems or [f"invalid {root.__name__}: {error}"]
+
+
+def suggest(key: str, valid: Iterable[str]) -> str:
+    """'; did you mean ...?' for the closest valid key, or nothing."""
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _plain(exc: BaseException) -> str:
@@ -154,3 +185,73 @@ def _without_none(value: Any) -> Any:
 def config_hash(toml_text: str) -> str:
     """Identifies a resolved config (what the run actually used): 16 hex digits."""
     return hashlib.blake2b(toml_text.encode(), digest_size=8).hexdigest()
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's documentation: the string literal right after its annotation in the class.
+
+    Fields are documented once, in the code, where the next engineer reads them; this reads
+    them back from the source for ``pagehint config --explain``.
+    """
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    body = ast.parse(source).body[0]
+    assert isinstance(body, ast.ClassDef)
+    docs: dict[str, str] = {}
+    for node, following in itertools.pairwise(body.body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(inspect.cleandoc(following.value.value).split())
+    return docs
+
+
+def explain(cls: type, converter: cattrs.Converter, prefix: str = "") -> list[str]:
+    """Every key of a config schema with its default and documentation, as TOML-like lines."""
+    lines: list[str] = []
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)  # resolves string annotations
+    nested: list[tuple[str, Any]] = []
+    for field in attrs.fields(cls):
+        kind = hints[field.name]
+        variants = [t for t in typing.get_args(kind) if attrs.has(t)] if kind else []
+        if attrs.has(kind) or variants or _is_table_array(kind):
+            nested.append((field.name, kind))
+            continue
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()
+        shown = "(required)" if default is attrs.NOTHING else _toml_value(converter, default)
+        lines.append(f"{field.name} = {shown}")
+        if docs.get(field.name):
+            lines.extend(f"    # {line}" for line in textwrap.wrap(docs[field.name], 88))
+    for name, kind in nested:
+        path = f"{prefix}{name}"
+        if attrs.has(kind):
+            lines += ["", f"[{path}]", *explain(kind, converter, f"{path}.")]
+        elif _is_table_array(kind):
+            item = typing.get_args(kind)[0]
+            lines += ["", f"[[{path}]]  # a list of tables", *explain(item, converter, f"{path}.")]
+        else:
+            for variant in typing.get_args(kind):
+                lines += ["", f"[{path}]  # one of several: this is {variant.__name__}"]
+                lines += explain(variant, converter, f"{path}.")
+    return lines
+
+
+def _is_table_array(kind: Any) -> bool:
+    args = typing.get_args(kind)
+    return typing.get_origin(kind) is tuple and bool(args) and attrs.has(args[0])
+
+
+def _toml_value(converter: cattrs.Converter, value: Any) -> str:
+    plain = _without_none(converter.unstructure(value))
+    if plain is None:
+        return "(unset)"
+    return tomli_w.dumps({"v": plain}).partition("=")[2].strip()

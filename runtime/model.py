@@ -45,6 +45,10 @@ class Model(Protocol):
     def unstructure(self, config: Any) -> dict[str, Any]:
         """The resolved config (with defaults) as plain data, written as config.toml."""
 
+    def explain(self) -> list[str]:
+        """Every config key with its default and documentation."""
+        ...
+
     def seed(self, config: Any) -> int: ...
 
     def with_seed(self, config: Any, seed: int) -> Any: ...
@@ -61,6 +65,14 @@ class Model(Protocol):
         """Add what the baseline run says to this run's summary."""
 
     def summary_table(self, summary: Mapping[str, Any]) -> Table: ...
+
+    def headline(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        """The key metrics of a summary, flat and in display order, for indexes and tables."""
+        ...
+
+    def format_metric(self, name: str, value: Any) -> str:
+        """One headline value as a table cell, in its unit."""
+        ...
 
 
 def load_model(name: str = "guest") -> Model:

@@ -1,0 +1,352 @@
+"""Many runs: a sweep of factors over a base scenario, on a process pool or a Dask cluster.
+
+A sweep file names a base scenario, common overrides, factors (a ``grid`` is crossed, a ``zip``
+is walked in step) and replicates::
+
+    base = "default.toml"        # relative to this file
+    seed = 0                     # the sweep's seed
+    replicates = 3
+    [set]                        # for every run
+    "run.duration" = "1s"
+    [grid]
+    "guest.vcpus" = [1, 4, 16]
+    "policy.name" = ["none", "page_reporting"]
+
+Each run's seed is derived from the sweep seed, the run's parameters and its replicate number,
+so results do not depend on which worker ran what or in which order. Factors listed in
+``paired`` (say ``["policy.name"]``) are left out of that derivation: runs that differ only in
+them share their seeds, so designs are compared on the same workload (common random numbers).
+Every run writes its own run directory under ``runs/``; ``index.jsonl`` has one row per run
+(parameters, seed, status, error, key metrics). A run that fails is recorded and the others go
+on; a sweep that is interrupted resumes without redoing runs whose ``summary.json`` exists for
+the same config.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+from rich.table import Table
+
+from .config import (
+    ConfigError,
+    apply_values,
+    config_hash,
+    flatten,
+    load_toml,
+    suggest,
+    to_toml,
+)
+from .determinism import derive_seed
+from .model import Model, execute, load_model
+
+SWEEP_KEYS = ("base", "seed", "replicates", "paired", "set", "grid", "zip")
+
+
+@attrs.frozen
+class RunSpec:
+    """One run of a sweep or comparison: its parameters and the full scenario document."""
+
+    run_id: str
+    label: str
+    params: Mapping[str, Any]
+    replicate: int
+    seed: int
+    document: Mapping[str, Any]
+    source: str  # the scenario file: errors name it, relative paths resolve against it
+
+
+@attrs.frozen
+class Sweep:
+    base: Path
+    seed: int
+    replicates: int
+    common: Mapping[str, Any]
+    grid: Mapping[str, Sequence[Any]]
+    zipped: Mapping[str, Sequence[Any]]
+    paired: tuple[str, ...] = ()
+
+    @property
+    def factors(self) -> list[str]:
+        return [*self.grid, *self.zipped]
+
+
+def load_sweep(path: Path) -> Sweep:
+    document = load_toml(path)
+    source = str(path)
+    problems = []
+    for key in document:
+        if key not in SWEEP_KEYS:
+            problems.append(f"{key}: unknown key{suggest(key, SWEEP_KEYS)}")
+    if "base" not in document or not isinstance(document["base"], str):
+        problems.append("base: required: the path of the base scenario, relative to this file")
+    seed, replicates = document.get("seed", 0), document.get("replicates", 1)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        problems.append(f"seed: expected an integer, got {seed!r}")
+    if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 1:
+        problems.append(f"replicates: expected a positive integer, got {replicates!r}")
+    grid = flatten(document.get("grid", {}))
+    zipped = flatten(document.get("zip", {}))
+    for table, values in (("grid", grid), ("zip", zipped)):
+        for key, options in values.items():
+            if not isinstance(options, list) or not options:
+                problems.append(f"{table}.{key}: expected a non-empty list of values")
+    lengths = {len(v) for v in zipped.values() if isinstance(v, list)}
+    if len(lengths) > 1:
+        problems.append(f"zip: every list must have the same length, got lengths {sorted(lengths)}")
+    if set(grid) & set(zipped):
+        problems.append(f"{sorted(set(grid) & set(zipped))}: a key is in both grid and zip")
+    paired = document.get("paired", [])
+    if not isinstance(paired, list) or any(key not in {*grid, *zipped} for key in paired):
+        problems.append(f"paired: expected a list of factors of grid or zip, got {paired!r}")
+    if problems:
+        raise ConfigError(source, problems)
+    return Sweep(
+        base=path.parent / document["base"],
+        seed=seed,
+        replicates=replicates,
+        common=flatten(document.get("set", {})),
+        grid=grid,
+        zipped=zipped,
+        paired=tuple(paired),
+    )
+
+
+def _canonical(params: Mapping[str, Any]) -> str:
+    return orjson.dumps(dict(sorted(params.items()))).decode()
+
+
+def expand(sweep: Sweep, overrides: Mapping[str, Any] | None = None) -> list[RunSpec]:
+    """Every run of the sweep, in a stable order, each with its derived seed."""
+    base = load_toml(sweep.base)
+    common = {**sweep.common, **(overrides or {})}
+    grid_keys = list(sweep.grid)
+    grid_points = itertools.product(*sweep.grid.values()) if grid_keys else [()]
+    zip_points = list(zip(*sweep.zipped.values(), strict=True)) if sweep.zipped else [()]
+    specs = []
+    for grid_values in grid_points:
+        for zip_values in zip_points:
+            params = {**dict(zip(grid_keys, grid_values, strict=True))}
+            params.update(zip(sweep.zipped, zip_values, strict=True))
+            for replicate in range(sweep.replicates):
+                seeded_by = {k: v for k, v in params.items() if k not in sweep.paired}
+                seed = derive_seed(sweep.seed, _canonical(seeded_by), replicate)
+                seed %= 2**31  # a readable seed; still a function of the run alone
+                document = apply_values(base, {**common, **params, "run.seed": seed}, "sweep")
+                digest = config_hash(_canonical({**params, "replicate": replicate}))[:10]
+                label = ",".join(f"{key.rpartition('.')[2]}={params[key]}" for key in params)
+                specs.append(
+                    RunSpec(
+                        f"r{replicate}-{digest}",
+                        label or "base",
+                        params,
+                        replicate,
+                        seed,
+                        document,
+                        str(sweep.base),
+                    )
+                )
+    return specs
+
+
+def _row(spec: RunSpec, run_dir: str, **outcome: Any) -> dict[str, Any]:
+    """A row of the index: who the run was, then how it went."""
+    return {
+        "run_id": spec.run_id,
+        "label": spec.label,
+        "params": dict(spec.params),
+        "replicate": spec.replicate,
+        "seed": spec.seed,
+        "dir": run_dir,
+        **outcome,
+    }
+
+
+def _failed(spec: RunSpec, run_dir: str, error: BaseException | str) -> dict[str, Any]:
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return _row(spec, run_dir, status="failed", error=text)
+
+
+def run_spec(model_name: str, spec: RunSpec, run_dir: str) -> dict[str, Any]:
+    """Run one spec in whatever process the executor chose; never raises for a failed run."""
+    try:
+        model = load_model(model_name)
+        config = model.load(dict(spec.document), spec.source)
+        code, result = execute(model, config, Path(run_dir))
+    except Exception as error:  # a failed run is a row, not the end of the sweep
+        return _failed(spec, run_dir, error)
+    if code != 0:
+        return _failed(spec, run_dir, str(result.get("error", "failed")))
+    return _row(spec, run_dir, status="ok", error=None, metrics=model.headline(result))
+
+
+def _finished_row(model_name: str, spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
+    """The row of a run already done with this very config (for resuming), else None."""
+    summary_path, config_path = run_dir / "summary.json", run_dir / "config.toml"
+    if not summary_path.exists() or not config_path.exists():
+        return None
+    model = load_model(model_name)
+    resolved = to_toml(model.unstructure(model.load(dict(spec.document), spec.source)))
+    if config_hash(config_path.read_text()) != config_hash(resolved):
+        return None
+    summary = orjson.loads(summary_path.read_bytes())
+    return _row(
+        spec, str(run_dir), status="ok", error=None, metrics=model.headline(summary), resumed=True
+    )
+
+
+def validate(model_name: str, specs: Iterable[RunSpec]) -> None:
+    """Check every run's config before any runs: bad input is reported at once (exit 2)."""
+    model = load_model(model_name)
+    for spec in specs:
+        try:
+            model.load(dict(spec.document), spec.source)
+        except ConfigError as error:
+            where = f"{spec.source} (run {spec.label}, replicate {spec.replicate})"
+            raise ConfigError(where, error.problems) from None
+
+
+@contextmanager
+def open_executor(workers: int, scheduler: str | None) -> Iterator[concurrent.futures.Executor]:
+    """A process pool of ``workers``, or the executor of a Dask cluster at ``scheduler``."""
+    if scheduler is None:
+        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+            yield pool
+        return
+    try:
+        from distributed import Client  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        raise ConfigError(
+            "--scheduler", ["Dask is not installed: pip install 'pagehint[dask]'"]
+        ) from None
+    try:
+        client = Client(scheduler, timeout="10s")  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError) as error:
+        raise ConfigError(
+            "--scheduler", [f"cannot reach the Dask scheduler at {scheduler!r}: {error}"]
+        ) from None
+    try:
+        yield client.get_executor(pure=False)  # type: ignore[no-untyped-call]
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+
+
+def execute_all(
+    model_name: str,
+    specs: Sequence[RunSpec],
+    out_dir: Path,
+    executor: concurrent.futures.Executor,
+    on_done: Callable[[dict[str, Any]], None] = lambda row: None,
+) -> list[dict[str, Any]]:
+    """Run every spec not already finished; rows come back in spec order."""
+    rows: dict[str, dict[str, Any]] = {}
+    pending = {}
+    for spec in specs:
+        run_dir = out_dir / "runs" / spec.run_id
+        finished = _finished_row(model_name, spec, run_dir)
+        if finished is not None:
+            rows[spec.run_id] = finished
+            on_done(finished)
+            continue
+        future = executor.submit(run_spec, model_name, spec, str(run_dir))
+        pending[future] = spec
+    try:
+        for future in concurrent.futures.as_completed(pending):
+            spec = pending[future]
+            try:
+                row = future.result()
+            except Exception as error:  # the worker process itself died
+                row = _failed(spec, str(out_dir / "runs" / spec.run_id), error)
+            rows[spec.run_id] = row
+            on_done(row)
+    finally:
+        for future in pending:
+            future.cancel()
+        _write_index(out_dir, [rows[spec.run_id] for spec in specs if spec.run_id in rows])
+    return [rows[spec.run_id] for spec in specs]
+
+
+def _write_index(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = out_dir / "index.jsonl.partial"
+    partial.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    os.replace(partial, out_dir / "index.jsonl")
+
+
+def comparison_spec(label: str, document: Mapping[str, Any], source: str) -> RunSpec:
+    """A run of ``pagehint compare``: named by its label, seeded by its own config."""
+    digest = config_hash(_canonical({"label": label}))[:10]
+    seed = int(document.get("run", {}).get("seed", 0))
+    return RunSpec(f"{_slug(label)}-{digest}", label, {}, 0, seed, document, source)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:40] or "run"
+
+
+def _relative(value: Any, first: Any) -> str:
+    if not isinstance(value, int | float) or not isinstance(first, int | float) or not first:
+        return ""
+    change = (value - first) / abs(first)
+    return "" if abs(change) < 0.0005 else f" ({change:+.1%})"
+
+
+def comparison_table(model: Model, rows: Sequence[Mapping[str, Any]]) -> Table:
+    """Metrics down, runs across, each cell with its difference from the first run."""
+    table = Table(title="pagehint compare (same seed; differences relative to the first)")
+    table.add_column("metric")
+    for row in rows:
+        table.add_column(row["label"], justify="right")
+    ok = [row.get("metrics") or {} for row in rows]
+    names = next((list(metrics) for metrics in ok if metrics), [])
+    table.add_row("status", *(row["status"] for row in rows))
+    for name in names:
+        first = ok[0].get(name)
+        cells = [
+            model.format_metric(name, metrics.get(name)) + _relative(metrics.get(name), first)
+            if metrics
+            else "-"
+            for metrics in ok
+        ]
+        table.add_row(name, *cells)
+    return table
+
+
+def sweep_table(model: Model, sweep: Sweep, rows: Sequence[Mapping[str, Any]]) -> Table:
+    """One row per combination of factors (mean over replicates), with the metrics that vary."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(_canonical(row["params"]), []).append(row)
+    means: list[tuple[Mapping[str, Any], dict[str, Any], int]] = []
+    for members in groups.values():
+        ok = [row["metrics"] for row in members if row["status"] == "ok"]
+        names = list(ok[0]) if ok else []
+        mean = {name: _mean([metrics[name] for metrics in ok]) for name in names}
+        means.append((members[0]["params"], mean, len(ok)))
+    names = next((list(mean) for _, mean, _ in means if mean), [])
+    varying = [n for n in names if len({repr(mean.get(n)) for _, mean, _ in means}) > 1][:6]
+    table = Table(title=f"pagehint sweep: mean over {sweep.replicates} replicate(s)")
+    for factor in sweep.factors:
+        table.add_column(factor.rpartition(".")[2])
+    table.add_column("ok", justify="right")
+    for name in varying:
+        table.add_column(name, justify="right")
+    for params, mean, count in means:
+        cells = [model.format_metric(name, mean.get(name)) for name in varying]
+        table.add_row(*(str(params.get(f)) for f in sweep.factors), str(count), *cells)
+    return table
+
+
+def _mean(values: Sequence[Any]) -> Any:
+    numbers = [value for value in values if isinstance(value, int | float)]
+    if len(numbers) != len(values) or not numbers:
+        return values[0] if values else None
+    return sum(numbers) / len(numbers)
