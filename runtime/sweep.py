@@ -34,6 +34,7 @@ from typing import Any
 
 import attrs
 import orjson
+from rich.markup import escape
 from rich.table import Table
 
 from .config import (
@@ -304,7 +305,7 @@ def comparison_table(model: Model, rows: Sequence[Mapping[str, Any]]) -> Table:
     table = Table(title="pagehint compare (same seed; differences relative to the first)")
     table.add_column("metric")
     for row in rows:
-        table.add_column(row["label"], justify="right")
+        table.add_column(escape(row["label"]), justify="right")
     ok = [row.get("metrics") or {} for row in rows]
     names = next((list(metrics) for metrics in ok if metrics), [])
     table.add_row("status", *(row["status"] for row in rows))
@@ -341,7 +342,7 @@ def sweep_table(model: Model, sweep: Sweep, rows: Sequence[Mapping[str, Any]]) -
         table.add_column(name, justify="right")
     for params, mean, count in means:
         cells = [model.format_metric(name, mean.get(name)) for name in varying]
-        table.add_row(*(str(params.get(f)) for f in sweep.factors), str(count), *cells)
+        table.add_row(*(escape(str(params.get(f))) for f in sweep.factors), str(count), *cells)
     return table
 
 
