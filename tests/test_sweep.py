@@ -75,7 +75,7 @@ def test_config_prints_the_resolved_scenario_with_overrides(
     resolved.write_text(capsys.readouterr().out)
     document = load_toml(resolved)
     assert document["guest"]["vcpus"] == 6 and document["run"]["seed"] == 9
-    assert document["policy"]["capacity"] if "capacity" in document["policy"] else True
+    assert document["guest"]["max_order"] == 11  # defaults filled in, not only what was set
     GuestModel().load(document, str(resolved))  # and it loads back
 
 
