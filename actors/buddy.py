@@ -65,7 +65,7 @@ class AllocatorError(Exception):
 
 
 class InvalidBlockError(AllocatorError, ValueError):
-    """An order out of range, a pfn outside the zone or a pfn not aligned to its order."""
+    """An order outside 0..max_order-1, or a query about a pfn outside the zone."""
 
 
 class BadFreeError(AllocatorError):
@@ -209,7 +209,9 @@ class BuddyAllocator:
         self._max_order = max_order
         # Linux: pageblock_order = min(HUGETLB_PAGE_ORDER, MAX_ORDER - 1).
         self._pageblock_order = min(pageblock_order, max_order - 1)
-        self._watermarks = watermarks or Watermarks.linux_default(total_pages)
+        if watermarks is None:
+            watermarks = Watermarks.linux_default(total_pages)
+        self._watermarks = watermarks
         self._shuffle = shuffle
         # Linux shuffles only at SHUFFLE_ORDER = MAX_ORDER - 1 (mm/shuffle.h); lower orders
         # keep the buddy_merge_likely heuristic even with shuffling on.
@@ -603,9 +605,10 @@ class BuddyAllocator:
         if not 0 <= pfn < self._total:
             return "pfn is outside the zone"
         block = self.block_at(pfn)
-        what = "a reported free" if block.reported else f"{block.state.value}"
-        if not block.reported:
-            what = ("an " if what[0] in "aeiou" else "a ") + what
+        if block.reported:
+            what = "a reported free"
+        else:
+            what = ("a " if block.state is BlockState.FREE else "an ") + block.state.value
         where = "it is" if block.pfn == pfn else "it lies inside"
         return f"{where} {what} block (pfn {block.pfn} order {block.order})"
 

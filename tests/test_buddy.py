@@ -8,7 +8,7 @@ from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -311,11 +311,6 @@ def _contract_setup() -> BuddyAllocator:
     assert b.alloc(3) == 8
     assert b.isolate(16, 3)
     return b
-
-
-def _double_free(b: BuddyAllocator) -> None:
-    b.free(0, 1)
-    b.free(0, 1)
 
 
 CONTRACT_VIOLATIONS: list[
@@ -732,5 +727,11 @@ class BuddyMachine(RuleBasedStateMachine):
         self.hook.clear()
 
 
-BuddyMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
+# No "explain" phase: tracing this much code makes a failing run take minutes to report.
+BuddyMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=50,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+)
 TestBuddyMachine = BuddyMachine.TestCase
