@@ -763,6 +763,15 @@ class VirtQueueMachine(RuleBasedStateMachine):
         assert vq.pending_used == len(self.used_q)
         assert vq.avail_idx == (self.start + self.n_added) & 0xFFFF
         assert vq.used_idx == (self.start + self.n_pushed) & 0xFFFF
+        # What each side asked of the other, as it sits in the shared memory.
+        assert vq.used_event == (self.start + self.used_event) & 0xFFFF
+        if self.event_idx:
+            assert vq.avail_event == (self.start + self.avail_event) & 0xFFFF
+            assert vq.avail_flags == vq.used_flags == 0
+        else:
+            assert vq.avail_event == self.start  # never written without event_idx
+            assert vq.avail_flags == (VRING_AVAIL_F_NO_INTERRUPT if self.interrupts_off else 0)
+            assert vq.used_flags == (VRING_USED_F_NO_NOTIFY if self.no_notify else 0)
         assert vq.added == len(self.issued)
         assert vq.used == self.collected_total
 
