@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import json
 import os
 import platform
 import random
-import statistics
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import attrs
@@ -45,6 +43,7 @@ import simpy
 import structlog
 import trio
 import trio.testing
+from _stats import STATS, Spread, interleave, ratios, spread
 from rich.console import Console
 from rich.table import Table
 
@@ -70,37 +69,6 @@ class Params:
         if quick:
             return cls(repeats, ask_round_trips=8_000, timer_sleeps_per_task=128, log_calls=30_000)
         return cls(repeats, ask_round_trips=50_000, timer_sleeps_per_task=750, log_calls=250_000)
-
-
-Spread = dict[str, float]  # {"min": .., "median": .., "max": ..}
-STATS = ("min", "median", "max")
-
-
-def spread(values: Iterable[float]) -> Spread:
-    """min / median / max of one figure over the repeats."""
-    ordered = sorted(values)
-    return dict(zip(STATS, (ordered[0], statistics.median(ordered), ordered[-1]), strict=True))
-
-
-def interleave(variants: Mapping[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Run every variant once per repeat, back to back, rotating which goes first.
-
-    One extra leading round warms caches (imports, structlog's logger cache) and is dropped.
-    """
-    names = list(variants)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_number in range(repeats + 1):
-        shift = round_number % len(names)
-        for name in names[shift:] + names[:shift]:
-            gc.collect()
-            value = variants[name]()
-            if round_number > 0:
-                samples[name].append(value)
-    return samples
-
-
-def ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
-    return [top / bottom for top, bottom in zip(numerators, denominators, strict=True)]
 
 
 # -- 1. ask round trip -------------------------------------------------------------------------

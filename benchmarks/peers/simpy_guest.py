@@ -1,0 +1,286 @@
+"""The reference guest written as a SimPy user would write it: the peer of pagehint's actors.
+
+Same model as ``pagehint.actors`` (zone.py, vcpu.py), on SimPy instead of trio actors:
+
+* the zone lock is a ``simpy.Resource(capacity=1)``; on acquisition the allocator change is
+  made at once, then the lock is held for ``costs.lock_hold_ns(blocks)`` (as ``Zone`` does);
+* each vCPU is a SimPy process running a workload generator from ``actors/workloads.py``,
+  sending it the current time after each operation;
+* per-CPU lists, refill by ``batch``, drain of the cold end past ``high``, THP blocks straight
+  from the zone, host first-touch cost, and the chunking of sleeps are those of ``VCpu``.
+
+The pure parts are shared, not copied: ``Costs`` (the same fields), ``BuddyAllocator`` and
+``GuestBacking``. A benchmark against this peer therefore compares the simulation engine and
+the actor layer, not the allocator. The monitor, the per-requester ledger and logging of the
+actor model have no counterpart here: they are not part of what is simulated.
+
+Lock wait is the time from a request to its acquisition of the lock, as the zone actor records
+it (from the message's ``sent_ns`` to the start of its handler).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+
+from pagehint.actors.buddy import BuddyAllocator
+from pagehint.actors.costs import Costs
+from pagehint.actors.host_memory import GuestBacking
+from pagehint.actors.workloads import Loop, Map, Think, Unmap, Workload
+
+Process = Generator[simpy.Event, Any, Any]
+
+
+@dataclass(frozen=True)
+class GuestParams:
+    """Everything the model depends on, in pages and ns."""
+
+    total_pages: int
+    vcpus: int
+    boot_pages: int
+    max_order: int = 11
+    pageblock_order: int = 9
+    pcp_batch: int = 63
+    pcp_high: int = 378
+    costs: Costs = field(default_factory=Costs)
+
+
+class Zone:
+    """The zone lock in front of the buddy allocator, with lock statistics."""
+
+    def __init__(self, env: simpy.Environment, allocator: BuddyAllocator, costs: Costs) -> None:
+        self.env = env
+        self.allocator = allocator
+        self.costs = costs
+        self.lock = simpy.Resource(env, capacity=1)
+        self.requests = 0
+        self.wait_total_ns = 0
+        self.wait_max_ns = 0
+        self.hold_total_ns = 0
+        self.failed_allocations = 0
+
+    def take_at_boot(self, pages: int, order: int) -> list[int]:
+        """Blocks the booted kernel already uses (no lock: before any vCPU runs)."""
+        taken: list[int] = []
+        while len(taken) << order < pages:
+            pfn = self.allocator.alloc(order)
+            if pfn is None:
+                break
+            taken.append(pfn)
+        return taken
+
+    def _acquired(self, sent_ns: float) -> None:
+        wait = int(self.env.now - sent_ns)  # SimPy's clock is int | float; here always int ns
+        self.requests += 1
+        self.wait_total_ns += wait
+        self.wait_max_ns = max(self.wait_max_ns, wait)
+
+    def _hold(self, blocks: int) -> simpy.Timeout:
+        hold = self.costs.lock_hold_ns(blocks)
+        self.hold_total_ns += hold
+        return self.env.timeout(hold)
+
+    def alloc(self, order: int, count: int) -> Process:
+        """Take up to ``count`` blocks of ``order`` under one hold; returns their pfns."""
+        sent = self.env.now
+        with self.lock.request() as request:
+            yield request
+            self._acquired(sent)
+            allocator = self.allocator
+            gate = allocator.watermarks.min
+            if count == 1:
+                pfn = allocator.alloc(order, gate=gate)
+                pfns = [] if pfn is None else [pfn]
+            else:
+                pfns = allocator.alloc_bulk(order, count, gate=gate)
+            if not pfns:
+                self.failed_allocations += 1
+            yield self._hold(max(1, len(pfns)))
+        return pfns
+
+    def free(self, order: int, pfns: list[int]) -> Process:
+        """Return blocks of ``order`` under one hold."""
+        sent = self.env.now
+        with self.lock.request() as request:
+            yield request
+            self._acquired(sent)
+            self.allocator.free_bulk((pfn, order) for pfn in pfns)
+            yield self._hold(len(pfns))
+
+
+class Vcpu:
+    """One vCPU: runs its workload's operations in order, with a per-CPU list of pages."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        zone: Zone,
+        backing: GuestBacking,
+        workload: Workload,
+        params: GuestParams,
+    ) -> None:
+        self.env = env
+        self.zone = zone
+        self.backing = backing
+        self.workload = workload
+        self.costs = params.costs
+        self.batch = params.pcp_batch
+        self.high = params.pcp_high
+        self.pcp: list[int] = []  # order-0 pfns; the hot end is the end of the list
+        self.regions: dict[int, tuple[int, list[int]]] = {}  # region -> (order, pfns)
+        self.mapped_pages = 0
+        self.faults = 0
+        self.loops = 0
+        self.ooms = 0
+
+    def run(self) -> Process:
+        op = next(self.workload)
+        while True:
+            if type(op) is Map:
+                yield from self.map(op)
+            elif type(op) is Unmap:
+                yield from self.unmap(op.region)
+            elif type(op) is Think:
+                yield self.env.timeout(op.duration_ns)
+            elif type(op) is Loop:
+                self.loops += 1
+            op = self.workload.send(int(self.env.now))
+
+    def map(self, op: Map) -> Process:
+        order, mapped = self.regions.setdefault(op.region, (op.order, []))
+        if order != op.order:
+            raise ValueError(f"region {op.region} holds order-{order} blocks, not {op.order}")
+        if op.order == 0:
+            yield from self.fault_small_pages(op, mapped)
+        else:
+            yield from self.fault_large_blocks(op, mapped)
+
+    def fault_small_pages(self, op: Map, mapped: list[int]) -> Process:
+        pcp, costs = self.pcp, self.costs
+        per_page = costs.touch_ns(0, op.copy)
+        needed = op.pages
+        while needed:
+            if not pcp:
+                refill = yield from self.zone.alloc(0, self.batch)
+                if not refill:
+                    yield from self.out_of_memory(op)
+                    return
+                pcp.extend(refill)
+            take = min(needed, len(pcp))
+            chunk = pcp[-take:]
+            del pcp[-take:]
+            mapped.extend(chunk)
+            self.mapped_pages += take
+            host_ns = self.host_cost(*self.backing.touch_pages(chunk))
+            self.faults += take
+            needed -= take
+            yield self.env.timeout(take * per_page + host_ns)
+
+    def fault_large_blocks(self, op: Map, mapped: list[int]) -> Process:
+        costs = self.costs
+        block_pages = 1 << op.order
+        for _ in range(-(-op.pages // block_pages)):
+            got = yield from self.zone.alloc(op.order, 1)
+            if not got:
+                yield from self.out_of_memory(op)
+                return
+            mapped.append(got[0])
+            self.mapped_pages += block_pages
+            host_ns = self.host_cost(*self.backing.touch(got[0], block_pages))
+            self.faults += block_pages
+            yield self.env.timeout(costs.touch_ns(op.order, op.copy) + host_ns)
+
+    def host_cost(self, first: int, refaults: int, swap_ins: int) -> int:
+        """What the host's side of a touch costs this vCPU: backing new or discarded pages,
+        reading swapped ones back."""
+        costs = self.costs
+        return costs.host_fault_ns(first + refaults) + swap_ins * costs.swap_in_4k
+
+    def unmap(self, region: int) -> Process:
+        entry = self.regions.pop(region, None)
+        if entry is None:
+            return
+        order, pfns = entry
+        if order == 0:
+            yield from self.free_small_pages(pfns)
+        else:
+            for pfn in pfns:
+                self.mapped_pages -= 1 << order
+                yield from self.zone.free(order, [pfn])
+                yield self.env.timeout(self.costs.unmap_ns(order))
+
+    def free_small_pages(self, pfns: list[int]) -> Process:
+        """Free to the per-CPU list a batch at a time, draining its cold end past ``high``."""
+        pcp, batch, high = self.pcp, self.batch, self.high
+        per_page = self.costs.unmap_ns(0)
+        for start in range(0, len(pfns), batch):
+            chunk = pfns[start : start + batch]
+            pcp.extend(chunk)
+            self.mapped_pages -= len(chunk)
+            while len(pcp) > high:
+                cold = pcp[:batch]
+                del pcp[:batch]
+                yield from self.zone.free(0, cold)
+            yield self.env.timeout(len(chunk) * per_page)
+
+    def out_of_memory(self, op: Map) -> Process:
+        """The OOM killer takes the task: its mapping goes."""
+        self.ooms += 1
+        yield from self.unmap(op.region)
+
+
+@dataclass
+class GuestRun:
+    """What one run of the SimPy guest measured."""
+
+    duration_ns: int
+    wall_s: float  # building the guest (allocator boot included) and running it
+    cpu_s: float  # the same span in this process's CPU time
+    vcpus: list[Vcpu]
+    zone: Zone
+    backing: GuestBacking
+    boot_pages: int  # pages the booted kernel holds (whole boot blocks)
+
+    @property
+    def faults(self) -> int:
+        return sum(vcpu.faults for vcpu in self.vcpus)
+
+    @property
+    def freed_pages(self) -> int:
+        """Pages the workload unmapped (to the per-CPU list or the zone)."""
+        return sum(vcpu.faults - vcpu.mapped_pages for vcpu in self.vcpus)
+
+    @property
+    def faults_per_s_per_vcpu(self) -> float:
+        return self.faults / len(self.vcpus) / (self.duration_ns / 1e9)
+
+    @property
+    def lock_wait_mean_ns(self) -> float:
+        zone = self.zone
+        return zone.wait_total_ns / zone.requests if zone.requests else 0.0
+
+
+def run_guest(
+    params: GuestParams, workload_for: Callable[[int], Workload], duration_ns: int
+) -> GuestRun:
+    """Boot the guest, run ``workload_for(i)`` on vCPU ``i`` for ``duration_ns`` of sim time."""
+    started, started_cpu = time.perf_counter(), time.process_time()
+    env = simpy.Environment()
+    allocator = BuddyAllocator(params.total_pages, params.max_order, params.pageblock_order)
+    backing = GuestBacking(params.total_pages)
+    zone = Zone(env, allocator, params.costs)
+    boot_order = min(params.pageblock_order, params.max_order - 1)
+    boot_blocks = zone.take_at_boot(params.boot_pages, boot_order)
+    for pfn in boot_blocks:
+        backing.touch(pfn, 1 << boot_order)
+    vcpus = [Vcpu(env, zone, backing, workload_for(i), params) for i in range(params.vcpus)]
+    for vcpu in vcpus:
+        env.process(vcpu.run())
+    env.run(until=duration_ns)
+    wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
+    boot_pages = len(boot_blocks) << boot_order
+    return GuestRun(duration_ns, wall, cpu, vcpus, zone, backing, boot_pages)
