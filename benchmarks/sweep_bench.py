@@ -62,8 +62,9 @@ def dask_executor() -> Iterator[concurrent.futures.Executor]:
     from distributed import LocalCluster
 
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-        as cluster,
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
         open_executor(2, cluster.scheduler_address) as executor,
     ):
         yield executor
