@@ -143,6 +143,7 @@ def summarise_guests(
             "pages_reported": sum(w.counters.pages for w in workers),
             "reports_dropped": sum(w.counters.dropped for w in workers),
             "queue_full": sum(w.counters.queue_full for w in workers),
+            "budget_exhausted": sum(w.counters.budget_exhausted for w in workers),
             "lost_hints": sum(guest.policy.lost_hints for guest in guests),
         },
         "virtio": {

@@ -34,7 +34,6 @@ class VcpuCounters:
     faults: int = 0  # pages touched (will-it-scale counts one iteration per page)
     loops: int = 0
     ooms: int = 0
-    zone_requests: int = 0
     host_first_touches: int = 0
     host_refaults: int = 0
     host_swap_ins: int = 0
@@ -88,12 +87,10 @@ class VCpu(Actor):
 
     # -- zone requests -------------------------------------------------------------------
     async def _zone_alloc(self, order: int, count: int) -> tuple[int, ...]:
-        self.counters.zone_requests += 1
         pfns: tuple[int, ...] = await self.zone.ask(ZoneAlloc(self.name, order, count, self.now_ns))
         return pfns
 
     async def _zone_free(self, order: int, pfns: list[int]) -> None:
-        self.counters.zone_requests += 1
         await self.zone.ask(ZoneFree(self.name, order, tuple(pfns), self.now_ns))
 
     # -- operations ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pagehint.protocol.messages import ZoneAlloc, ZoneFree, ZoneSnapshot, ZoneWork
+from pagehint.protocol.messages import ZoneAlloc, ZoneFree, ZoneWork
 from pagehint.runtime import Actor, Histogram, handles
 
 from .buddy import BuddyAllocator
@@ -159,16 +159,6 @@ class Zone(Actor):
         self.peak_isolated_pages = max(self.peak_isolated_pages, self.allocator.isolated_pages)
         await self._hold(max(1, examined))
         return result
-
-    @handles(ZoneSnapshot)
-    def snapshot(self, _: ZoneSnapshot) -> dict[str, int]:
-        allocator = self.allocator
-        return {
-            "free_pages": allocator.free_pages,
-            "allocated_pages": allocator.allocated_pages,
-            "isolated_pages": allocator.isolated_pages,
-            "reported_pages": allocator.reported_pages,
-        }
 
     def utilisation(self, elapsed_ns: int) -> float:
         """Fraction of ``elapsed_ns`` the lock was held."""

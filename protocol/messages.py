@@ -36,11 +36,6 @@ class ZoneFree:
 
 
 @attrs.frozen(slots=True)
-class ZoneSnapshot:
-    """Ask the zone for its counters (no lock taken: like reading zone vmstat)."""
-
-
-@attrs.frozen(slots=True)
 class ZoneWork:
     """Run ``work(allocator)`` under the zone lock: a hinting policy's isolate or put-back step.
 
