@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1 repeat of 5 ms runs")
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
     args = parser.parse_args(argv)
-    repeats, duration = (1, "5ms") if args.quick else (args.repeats, "40ms")
+    repeats, duration = (1, "5ms") if args.quick else (args.repeats, "100ms")
     started = time.perf_counter()
     report = measure(repeats, duration)
     report["params"] = {"runs": RUNS, "repeats": repeats, "duration": duration}
