@@ -136,10 +136,13 @@ class HintingWorker(Actor):
             flight.scratch = await self.zone.ask(
                 ZoneAlloc(self.name, 0, policy.allocations_per_report, self.now_ns)
             )
-        while not await self.device.ask(SubmitReport(batch.blocks, token, self)):
+        while True:
+            # Armed before asking: a completion while the device answers "full" must count.
+            self._completion = completion = trio.Event()
+            if await self.device.ask(SubmitReport(batch.blocks, token, self)):
+                break
             counters.queue_full += 1
-            self._completion = trio.Event()
-            await self._completion.wait()
+            await completion.wait()
         counters.batches += 1
         counters.fill_total += policy.fill_ratio(batch)
         counters.blocks += len(batch.blocks)
