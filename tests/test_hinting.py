@@ -276,3 +276,16 @@ def test_asynchronous_reports_with_event_index_kick_only_when_the_host_asked() -
     assert suppressed["virtio"]["kicks"] < plain["virtio"]["kicks"]
     assert suppressed["virtio"]["interrupts"] < plain["virtio"]["interrupts"]
     assert suppressed["memory_returned_bytes"] == plain["memory_returned_bytes"]
+
+
+def test_asynchronous_reports_wait_for_room_when_the_virtqueue_is_full() -> None:
+    # One report fills the queue: every further report waits for a completion first.
+    one_at_a_time = run(
+        scenario(
+            policy={"name": "percpu_capture", "capacity": 8, "threshold": 8},
+            virtio={"queue_size": 8},
+        )
+    )
+    assert one_at_a_time["worker"]["queue_full"] > 0
+    assert one_at_a_time["worker"]["batches"] == one_at_a_time["virtio"]["reports"] > 4
+    assert one_at_a_time["memory_returned_bytes"] >= 0.75 * 2 * 256 * MiB
