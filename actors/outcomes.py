@@ -37,6 +37,7 @@ ABOUT = {
     "peak_isolated_bytes": "most guest memory isolated for hinting at once (summed over guests)",
     "lock_wait_ns": "zone-lock wait of every request, ns (p50, p99, max)",
     "lock_wait_ns_by_requester": "zone-lock wait by requester class (vcpu, worker), ns",
+    "lock_by_requester": "zone-lock wait (ns), hold (ns) and queue depth by requester class",
     "worker": (
         "hinting worker: wakeups, polls, batches (reports), mean_batch_fill (how full reports "
         "were by the design's own limit: entries, or the scanner's 64 MiB), polls_per_wakeup, "
@@ -106,7 +107,7 @@ def summarise_guests(
     workers = [guest.worker for guest in guests if guest.worker is not None]
     faults = sum(vcpu.counters.faults for vcpu in vcpus)
     wait = _merged([zone.lock_wait_ns for zone in zones])
-    groups = sorted({group for zone in zones for group in zone.wait_by_group})
+    groups = sorted({group for zone in zones for group in zone.by_requester})
     returned, peak = time_to_return(
         _summed_series([g.monitor.wasted_pages for g in guests]),
         _summed_series([g.monitor.returned_pages for g in guests]),
@@ -128,8 +129,21 @@ def summarise_guests(
         "lock_wait_ns": _wait(wait),
         "lock_wait_ns_by_requester": {
             group: _merged(
-                [zone.wait_by_group[group] for zone in zones if group in zone.wait_by_group]
+                [zone.by_requester[group].wait_ns for zone in zones if group in zone.by_requester]
             ).summary()
+            for group in groups
+        },
+        "lock_by_requester": {
+            group: {
+                key: _merged(
+                    [
+                        getattr(zone.by_requester[group], key)
+                        for zone in zones
+                        if group in zone.by_requester
+                    ]
+                ).summary()
+                for key in ("wait_ns", "hold_ns", "queue_depth")
+            }
             for group in groups
         },
         "worker": {

@@ -10,6 +10,9 @@ requests were queued behind it, by requester.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+import attrs
 
 from pagehint.protocol.messages import ZoneAlloc, ZoneFree, ZoneWork
 from pagehint.runtime import Actor, Histogram, handles
@@ -26,6 +29,22 @@ def requester_group(requester: str) -> str:
     return name.rstrip("0123456789") or name
 
 
+@attrs.define
+class LockStats:
+    """What one class of requester saw of the zone lock."""
+
+    wait_ns: Histogram = attrs.Factory(Histogram)
+    hold_ns: Histogram = attrs.Factory(Histogram)
+    queue_depth: Histogram = attrs.Factory(Histogram)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "wait_ns": self.wait_ns.summary(),
+            "hold_ns": self.hold_ns.summary(),
+            "queue_depth": self.queue_depth.summary(),
+        }
+
+
 class Zone(Actor):
     """Owns one ``BuddyAllocator``; each message is one acquisition of the zone lock."""
 
@@ -35,10 +54,7 @@ class Zone(Actor):
         super().__init__(name)
         self.allocator = allocator
         self.costs = costs
-        self.lock_wait_ns = Histogram()
-        self.lock_hold_ns = Histogram()
-        self.queue_depth = Histogram()
-        self.wait_by_group: dict[str, Histogram] = {}
+        self.by_requester: dict[str, LockStats] = {}  # by requester class: vcpu, worker
         self.hold_total_ns = 0
         self.failed_allocations = 0
         self.false_ooms = 0
@@ -62,16 +78,33 @@ class Zone(Actor):
             hook(pfn, order, requester)
 
     # -- the lock ------------------------------------------------------------------------
-    def _acquired(self, requester: str, sent_ns: int) -> int:
+    def _acquired(self, requester: str, sent_ns: int) -> tuple[LockStats, int]:
         wait = self.now_ns - sent_ns
-        self.lock_wait_ns.record(wait)
         group = requester_group(requester)
-        by_group = self.wait_by_group.get(group)
-        if by_group is None:
-            by_group = self.wait_by_group[group] = Histogram()
-        by_group.record(wait)
-        self.queue_depth.record(self.stats.depth)  # requests still queued behind this one
-        return wait
+        stats = self.by_requester.get(group)
+        if stats is None:
+            stats = self.by_requester[group] = LockStats()
+        stats.wait_ns.record(wait)
+        stats.queue_depth.record(self.stats.depth)  # requests still queued behind this one
+        return stats, wait
+
+    def _merged(self, pick: Callable[[LockStats], Histogram]) -> Histogram:
+        total = Histogram()
+        for stats in self.by_requester.values():
+            total.merge(pick(stats))
+        return total
+
+    @property
+    def lock_wait_ns(self) -> Histogram:
+        return self._merged(lambda stats: stats.wait_ns)
+
+    @property
+    def lock_hold_ns(self) -> Histogram:
+        return self._merged(lambda stats: stats.hold_ns)
+
+    @property
+    def queue_depth(self) -> Histogram:
+        return self._merged(lambda stats: stats.queue_depth)
 
     def _account(self, requester: str, pages: int) -> None:
         self.held_by[requester] = self.held_by.get(requester, 0) + pages
@@ -87,15 +120,15 @@ class Zone(Actor):
         self._account("boot", len(taken) << order)
         return taken
 
-    async def _hold(self, blocks: int) -> None:
+    async def _hold(self, stats: LockStats, blocks: int) -> None:
         hold = self.costs.lock_hold_ns(blocks)
-        self.lock_hold_ns.record(hold)
+        stats.hold_ns.record(hold)
         self.hold_total_ns += hold
         await self.sleep_ns(hold)
 
     @handles(ZoneAlloc)
     async def allocate(self, request: ZoneAlloc) -> tuple[int, ...]:
-        wait = self._acquired(request.requester, request.sent_ns)
+        stats, wait = self._acquired(request.requester, request.sent_ns)
         allocator = self.allocator
         gate = allocator.watermarks.min
         if request.count == 1:
@@ -132,12 +165,12 @@ class Zone(Actor):
             wait_ns=wait,
             queued=self.stats.depth,
         )
-        await self._hold(max(1, len(pfns)))
+        await self._hold(stats, max(1, len(pfns)))
         return pfns
 
     @handles(ZoneFree)
     async def release(self, request: ZoneFree) -> None:
-        wait = self._acquired(request.requester, request.sent_ns)
+        stats, wait = self._acquired(request.requester, request.sent_ns)
         self.allocator.free_bulk((pfn, request.order) for pfn in request.pfns)
         self._account(request.requester, -(len(request.pfns) << request.order))
         self.log.debug(
@@ -149,15 +182,15 @@ class Zone(Actor):
             wait_ns=wait,
             queued=self.stats.depth,
         )
-        await self._hold(len(request.pfns))
+        await self._hold(stats, len(request.pfns))
 
     @handles(ZoneWork)
     async def work(self, request: ZoneWork) -> object:
         """A hinting step under the lock: isolation or put-back decided by a pure policy."""
-        self._acquired(request.requester, request.sent_ns)
+        stats, _ = self._acquired(request.requester, request.sent_ns)
         result, examined = request.work(self.allocator)
         self.peak_isolated_pages = max(self.peak_isolated_pages, self.allocator.isolated_pages)
-        await self._hold(max(1, examined))
+        await self._hold(stats, max(1, examined))
         return result
 
     def utilisation(self, elapsed_ns: int) -> float:
