@@ -68,6 +68,7 @@ class Monitor(Actor):
             isolated_pages=allocator.isolated_pages,
             reported_pages=allocator.reported_pages,
             wasted_pages=wasted,
+            returned_pages=self.backing.discarded_pages,
             pcp_pages=sum(len(vcpu.pcp) for vcpu in self.vcpus),
             lent_pages=sum(self.zone.held_by.values()),
             total_pages=allocator.total_pages,

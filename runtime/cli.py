@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from .system import ActorSystem, run_simulation
 from .version import VERSION
 
 DEFAULT_SCENARIO = Path("configs/default.toml")
+COMMAND_ENTRY_POINT_GROUP = "pagehint.commands"
 
 
 def _console() -> Console:
@@ -194,6 +196,16 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_model_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands a model package registers (analyze, check): found by entry point, so the
+    runtime never imports the model (actors -> protocol -> runtime)."""
+    for point in sorted(entry_points(group=COMMAND_ENTRY_POINT_GROUP), key=lambda p: p.name):
+        module = point.load()
+        parser = commands.add_parser(point.name, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(parser)
+        parser.set_defaults(handler=module.command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pagehint",
@@ -252,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_options(sweep)
     sweep.add_argument("--out", type=Path, help="sweep directory (default: runs/SWEEP-NAME)")
     sweep.set_defaults(handler=_sweep)
+    _add_model_commands(commands)
     demo = commands.add_parser("demo", help="run the two-actor runtime demo")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--clients", type=int, default=4)

@@ -107,7 +107,12 @@ def execute(model: Model, config: Any, out_dir: Path) -> tuple[int, dict[str, An
     baseline_config = model.baseline(config)
     with (out_dir / "log.jsonl").open("wb") as log_file:
         log = RunLog(log_file, level=model.log_level(config))
-        log.write_header(seed=seed, config_hash=config_hash(resolved), model=model.name)
+        log.write_header(
+            seed=seed,
+            config_hash=config_hash(resolved),
+            model=model.name,
+            log_level=model.log_level(config),
+        )
         try:
             summary = run_simulation(lambda system: model.run(system, config), seed=seed, log=log)
             if baseline_config is not None:

@@ -1,0 +1,207 @@
+"""`pagehint check`: clean runs pass, an edited log line is caught with its line number."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pagehint.actors import check
+from pagehint.actors.analysis import open_run
+from pagehint.runtime.cli import main
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+SHORT = ["run.duration=300ms", "run.baseline=false", "guest.memory=1GiB", "workload.size=128MiB"]
+
+
+def run(out: Path, *overrides: str) -> Path:
+    argv = ["run", str(CONFIGS / "host_stall.toml"), "--out", str(out)]
+    for override in [*SHORT, *overrides]:
+        argv += ["--set", override]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # The host stalls before the first report is served, a reset drops it, and a second stall
+    # keeps a report in flight past the end.
+    faults = (
+        'faults=[{kind="stall", at="5ms", duration="100ms"}, {kind="reset", at="50ms"}, '
+        '{kind="stall", at="120ms", duration="1s"}]'
+    )
+    return run(tmp_path_factory.mktemp("debug") / "run", "run.log_level=debug", faults)
+
+
+@pytest.fixture(scope="module")
+def info_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run(tmp_path_factory.mktemp("info") / "run", "faults=[]")
+
+
+def check_json(*argv: str, code: int, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser()
+    check.add_arguments(parser)
+    assert check.command(parser.parse_args([*argv, "--json"])) == code
+    document: dict[str, Any] = orjson.loads(capsys.readouterr().out)
+    return document
+
+
+Edit = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def edited(source: Path, tmp_path: Path, event: str, nth: int, edit: Edit) -> tuple[Path, int]:
+    """A copy of a run whose ``nth`` line of ``event`` is changed; and that line's number."""
+    target = tmp_path / "edited"
+    shutil.copytree(source, target)
+    lines = (target / "log.jsonl").read_bytes().splitlines()
+    seen = 0
+    for number, raw in enumerate(lines, 1):
+        record = orjson.loads(raw)
+        if record["event"] == event:
+            seen += 1
+            if seen == nth:
+                lines[number - 1] = orjson.dumps(edit(record))
+                (target / "log.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+                return target, number
+    raise AssertionError(f"fewer than {nth} {event} lines")
+
+
+def first_violation(document: dict[str, Any]) -> dict[str, Any]:
+    (result,) = document["runs"]
+    violation: dict[str, Any] = result["first_violation"]
+    return violation
+
+
+def test_a_clean_debug_run_passes_every_check(
+    debug_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = check_json(str(debug_run), code=0, capsys=capsys)
+    (result,) = document["runs"]
+    assert result["checks"] == dict.fromkeys(check.CHECKS, "ok")
+    assert result["counted"]["discards"] > 0 and result["counted"]["reports"] > 0
+    assert document["ok"] is True
+
+
+def test_reports_unanswered_at_the_end_are_listed_not_violations(
+    debug_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (result,) = check_json(str(debug_run), code=0, capsys=capsys)["runs"]
+    in_flight = result["in_flight_at_end"]
+    assert in_flight, "the host stall should leave a report in flight"
+    lines = (debug_run / "log.jsonl").read_bytes().splitlines()
+    for flight in in_flight:
+        record = orjson.loads(lines[flight["line"] - 1])
+        assert record["event"] == "report" and record["token"] == flight["token"]
+
+
+def test_conservation_violation_is_caught_at_its_line(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken, line = edited(
+        debug_run, tmp_path, "sample", 5, lambda r: {**r, "free_pages": r["free_pages"] - 1}
+    )
+    violation = first_violation(check_json(str(broken), code=1, capsys=capsys))
+    assert violation["check"] == "conservation" and violation["line"] == line
+    assert "but the guest has" in violation["message"]
+
+
+def test_discard_of_a_page_no_report_holds_is_caught(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken, line = edited(debug_run, tmp_path, "discard", 3, lambda r: {**r, "pfn": 5})
+    violation = first_violation(check_json(str(broken), code=1, capsys=capsys))
+    assert violation["check"] == "discard_in_flight" and violation["line"] == line
+    assert "the host discarded pfns 5.." in violation["message"]
+
+
+def test_discard_after_the_report_came_back_is_caught(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Move a report_done before its report's last discard: the page was back in use."""
+    target = tmp_path / "reordered"
+    shutil.copytree(debug_run, target)
+    lines = (target / "log.jsonl").read_bytes().splitlines()
+    records = [orjson.loads(raw) for raw in lines]
+    done = next(i for i, r in enumerate(records) if r["event"] == "report_done" and r["acked"])
+    discard = max(i for i in range(done) if records[i]["event"] == "discard")
+    lines.insert(discard, lines.pop(done))
+    (target / "log.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    violation = first_violation(check_json(str(target), code=1, capsys=capsys))
+    assert violation["check"] == "discard_in_flight" and violation["line"] == discard + 2
+    assert "put back at line" in violation["message"]
+
+
+def test_a_report_done_for_no_report_is_caught(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken, line = edited(debug_run, tmp_path, "report_done", 2, lambda r: {**r, "token": 999})
+    violation = first_violation(check_json(str(broken), code=1, capsys=capsys))
+    assert violation["check"] == "report_ledger" and violation["line"] == line
+    assert "token 999" in violation["message"]
+
+
+def test_a_block_in_two_reports_at_once_is_caught(
+    info_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "twice"
+    shutil.copytree(info_run, target)
+    lines = (target / "log.jsonl").read_bytes().splitlines()
+    first = next(i for i, raw in enumerate(lines) if b'"event":"report"' in raw)
+    again = {**orjson.loads(lines[first]), "token": 1000}
+    lines.insert(first + 1, orjson.dumps(again))  # its blocks are still in report 0
+    (target / "log.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    violation = first_violation(check_json(str(target), code=1, capsys=capsys))
+    assert violation["check"] == "report_ledger" and violation["line"] == first + 2
+    assert "is still in flight: a page on two lists" in violation["message"]
+
+
+def test_an_info_level_log_says_which_check_it_cannot_do(
+    info_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (result,) = check_json(str(info_run), code=0, capsys=capsys)["runs"]
+    assert result["checks"]["discard_in_flight"].startswith("not checked: the log is at info")
+    assert result["checks"]["conservation"] == "ok"
+
+
+def test_terminal_output_names_file_and_line(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken, line = edited(debug_run, tmp_path, "sample", 2, lambda r: {**r, "lent_pages": 0})
+    parser = argparse.ArgumentParser()
+    check.add_arguments(parser)
+    assert check.command(parser.parse_args([str(broken)])) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"first violation (conservation) at {broken / 'log.jsonl'}:{line}" in out
+
+
+def test_a_cut_off_log_is_checked_up_to_its_last_whole_line(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "cut"
+    shutil.copytree(debug_run, target)
+    lines = (target / "log.jsonl").read_bytes().splitlines(keepends=True)
+    report = max(i for i, raw in enumerate(lines) if b'"event":"report"' in raw)
+    (target / "log.jsonl").write_bytes(b"".join(lines[: report + 1]) + lines[report + 1][:20])
+    document = check_json(str(target), code=0, capsys=capsys)
+    assert any(f"line {report + 2} is cut off" in warning for warning in document["warnings"])
+    (result,) = document["runs"]
+    assert result["in_flight_at_end"][-1]["line"] == report + 1
+
+
+def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "log.jsonl").write_bytes(b"")
+    parser = argparse.ArgumentParser()
+    check.add_arguments(parser)
+    assert check.command(parser.parse_args([str(tmp_path)])) == 2
+    assert "the log is empty" in capsys.readouterr().err
+
+
+def test_check_logs_from_python(debug_run: Path) -> None:
+    with open_run(debug_run) as db:
+        (result,) = check.check_logs(db)
+    assert result.first is None and result.run == "run"
