@@ -57,6 +57,13 @@ GUEST_FIELDS: dict[str, dict[str, str]] = {
     "sample": dict.fromkeys(_SAMPLE, "BIGINT"),
     "zone_alloc": _ZONE | {"wanted": "BIGINT", "got": "BIGINT"} | _WAIT,
     "zone_free": _ZONE | {"blocks": "BIGINT"} | _WAIT,
+    "zone_work": {
+        "requester": "VARCHAR",
+        "examined": "BIGINT",
+        "isolated_pages": "BIGINT",
+        "wait_ns": "BIGINT",
+        "queued": "BIGINT",
+    },
     "alloc_failed": _ZONE
     | {
         "free_pages": "BIGINT",
@@ -124,11 +131,13 @@ VIEWS: dict[str, str] = {
             policy.sample_interval_ns, 0) >= coalesce(policy.sample_interval_ns, 0)""",
     "zone_requests": f"""
         SELECT run, line, t, actor AS zone, {_GUEST_OF} AS guest,
-            CASE event WHEN 'zone_alloc' THEN 'alloc' ELSE 'free' END AS kind,
+            CASE event WHEN 'zone_alloc' THEN 'alloc' WHEN 'zone_free' THEN 'free'
+                ELSE 'work' END AS kind,
             requester, {_REQUESTER_CLASS} AS requester_class, "order",
-            CASE event WHEN 'zone_alloc' THEN got ELSE CAST(blocks AS BIGINT) END AS blocks,
+            CASE event WHEN 'zone_alloc' THEN got WHEN 'zone_free' THEN CAST(blocks AS BIGINT)
+                ELSE examined END AS blocks,
             wait_ns, queued
-        FROM events WHERE event IN ('zone_alloc', 'zone_free')""",
+        FROM events WHERE event IN ('zone_alloc', 'zone_free', 'zone_work')""",
     "reports": f"""
         WITH sent AS (
             SELECT run, line, t, actor AS worker, {_GUEST_OF} AS guest, token, pages,
@@ -426,7 +435,7 @@ def guest_reports(buckets: int = 20) -> list[Report]:
             "Zone-lock wait by requester",
             _LOCK_WAIT,
             keys=("requester",),
-            about="exact percentiles of wait_ns over zone_alloc/zone_free lines (debug level)",
+            about="exact percentiles of wait_ns over zone_alloc/zone_free/zone_work lines (debug level)",
         ),
         Report(
             "lock_wait_over_time",
@@ -553,13 +562,8 @@ def report_notes(db: LogDB, name: str) -> list[str]:
         if info:
             notes.append(
                 f"no rows for info-level logs ({_runs(info)}): zone-lock waits come from the "
-                f"debug zone_alloc/zone_free lines; {_DEBUG_HINT}"
+                f"debug zone_alloc/zone_free/zone_work lines; {_DEBUG_HINT}"
             )
-        notes.append(
-            "the worker's isolation and put-back steps under the lock (ZoneWork) are not "
-            "logged: 'worker' rows hold only its own allocations (percpu_capture), where "
-            "summary.json's lock_wait_ns_by_requester.worker counts every step"
-        )
     if name == "host":
         if info:
             notes.append(
@@ -951,7 +955,7 @@ def write_plots(db: LogDB, out_dir: Path) -> tuple[list[Path], list[str]]:
     notes = []
     lock = plot_lock_wait(db, out_dir)
     if lock is None:
-        notes.append(f"lock_wait.png: no zone_alloc/zone_free lines (info level); {_DEBUG_HINT}")
+        notes.append(f"lock_wait.png: no zone_alloc/zone_free/zone_work lines (info level); {_DEBUG_HINT}")
     else:
         written.append(lock)
     timeline = plot_worker_timeline(db, out_dir)

@@ -187,9 +187,17 @@ class Zone(Actor):
     @handles(ZoneWork)
     async def work(self, request: ZoneWork) -> object:
         """A hinting step under the lock: isolation or put-back decided by a pure policy."""
-        stats, _ = self._acquired(request.requester, request.sent_ns)
+        stats, wait = self._acquired(request.requester, request.sent_ns)
         result, examined = request.work(self.allocator)
         self.peak_isolated_pages = max(self.peak_isolated_pages, self.allocator.isolated_pages)
+        self.log.debug(
+            "zone_work",
+            requester=request.requester,
+            examined=examined,
+            isolated_pages=self.allocator.isolated_pages,
+            wait_ns=wait,
+            queued=self.stats.depth,
+        )
         await self._hold(stats, max(1, examined))
         return result
 

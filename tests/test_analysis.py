@@ -145,7 +145,7 @@ def test_terminal_tables_and_notes(debug_run: Path, capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     for title in ("Memory returned to the host", "Zone-lock wait", "Hinting worker"):
         assert title in out
-    assert "ZoneWork" in out  # the note on what the log does not hold
+    assert "requester=worker" in out  # the worker's steps under the lock (zone_work)
 
 
 def test_users_own_sql(debug_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
