@@ -435,7 +435,7 @@ def guest_reports(buckets: int = 20) -> list[Report]:
             "Zone-lock wait by requester",
             _LOCK_WAIT,
             keys=("requester",),
-            about="exact percentiles of wait_ns over zone_alloc/zone_free/zone_work lines (debug level)",
+            about="exact percentiles of wait_ns over zone request lines (debug level)",
         ),
         Report(
             "lock_wait_over_time",
@@ -558,12 +558,11 @@ def report_notes(db: LogDB, name: str) -> list[str]:
     """What a reader must know about a report on these logs: what is missing, and why."""
     notes: list[str] = []
     info = _info_runs(db)
-    if name in ("lock_wait", "lock_wait_over_time"):
-        if info:
-            notes.append(
-                f"no rows for info-level logs ({_runs(info)}): zone-lock waits come from the "
-                f"debug zone_alloc/zone_free/zone_work lines; {_DEBUG_HINT}"
-            )
+    if name in ("lock_wait", "lock_wait_over_time") and info:
+        notes.append(
+            f"no rows for info-level logs ({_runs(info)}): zone-lock waits come from the "
+            f"debug zone_alloc/zone_free/zone_work lines; {_DEBUG_HINT}"
+        )
     if name == "host":
         if info:
             notes.append(
@@ -955,7 +954,7 @@ def write_plots(db: LogDB, out_dir: Path) -> tuple[list[Path], list[str]]:
     notes = []
     lock = plot_lock_wait(db, out_dir)
     if lock is None:
-        notes.append(f"lock_wait.png: no zone_alloc/zone_free/zone_work lines (info level); {_DEBUG_HINT}")
+        notes.append(f"lock_wait.png: no zone request lines (info level); {_DEBUG_HINT}")
     else:
         written.append(lock)
     timeline = plot_worker_timeline(db, out_dir)
