@@ -64,3 +64,21 @@ def relative_errors(values: Sequence[float], references: Sequence[float]) -> lis
         else:
             errors.append(abs(value - reference) / abs(reference))
     return errors
+
+
+Targets = Mapping[str, tuple[float, str]]  # figure -> (bound, "max" or "min")
+
+
+def target_met(targets: Targets, key: str, value: float) -> bool:
+    bound, kind = targets[key]
+    return value <= bound if kind == "max" else value >= bound
+
+
+def target_note(targets: Targets, key: str, value: float) -> str:
+    """For a figure with a target, whether the target is met (rich markup); else its name."""
+    if key not in targets:
+        return key
+    bound, kind = targets[key]
+    met = target_met(targets, key, value)
+    sign = "<=" if kind == "max" else ">="
+    return f"[{'green' if met else 'red'}]target {sign} {bound:g}: {'met' if met else 'MISSED'}"

@@ -43,7 +43,7 @@ import simpy
 import structlog
 import trio
 import trio.testing
-from _stats import STATS, Spread, interleave, ratios, spread
+from _stats import STATS, Spread, interleave, ratios, spread, target_met, target_note
 from rich.console import Console
 from rich.table import Table
 
@@ -296,21 +296,6 @@ def measure_logging(params: Params) -> dict[str, Any]:
 
 
 # -- report ------------------------------------------------------------------------------------
-def _target_met(key: str, value: float) -> bool:
-    bound, kind = TARGETS[key]
-    return value <= bound if kind == "max" else value >= bound
-
-
-def _target_note(key: str, value: float) -> str:
-    """The unit, or for a figure with a target, whether the target is met."""
-    if key not in TARGETS:
-        return key
-    bound, kind = TARGETS[key]
-    met = _target_met(key, value)
-    sign = "<=" if kind == "max" else ">="
-    return f"[{'green' if met else 'red'}]target {sign} {bound:g}: {'met' if met else 'MISSED'}"
-
-
 def render_table(report: dict[str, Any]) -> Table:
     ask, timers, logs = (report["measurements"][k] for k in ("ask", "timers", "logging"))
     # (measurement, unit or target key, number format, {variant: spread})
@@ -342,7 +327,9 @@ def render_table(report: dict[str, Any]) -> Table:
     for measurement, note, fmt, values in sections:
         for variant, figures in values.items():
             cells = [format(figures[stat], fmt) for stat in STATS]
-            table.add_row(measurement, variant, *cells, _target_note(note, figures["median"]))
+            table.add_row(
+                measurement, variant, *cells, target_note(TARGETS, note, figures["median"])
+            )
         table.add_section()
     return table
 
@@ -362,7 +349,7 @@ def run(params: Params, *, quick: bool) -> dict[str, Any]:
         "log_enabled_ns": logs["ns_per_call"]["enabled_info"]["median"],
     }
     targets = {
-        key: {kind: bound, "met": _target_met(key, headline[key])}
+        key: {kind: bound, "met": target_met(TARGETS, key, headline[key])}
         for key, (bound, kind) in TARGETS.items()
     }
     return {

@@ -52,7 +52,16 @@ import attrs
 import rich
 import simpy
 import trio
-from _stats import STATS, Spread, interleave, ratios, relative_errors, spread
+from _stats import (
+    STATS,
+    Spread,
+    interleave,
+    ratios,
+    relative_errors,
+    spread,
+    target_met,
+    target_note,
+)
 from peers import simpy_guest
 from rich.console import Console
 from rich.table import Table
@@ -341,20 +350,6 @@ def measure_policy_vs_none(policy: str, params: Params) -> dict[str, Any]:
 
 
 # -- report ------------------------------------------------------------------------------------
-def _target_met(key: str, value: float) -> bool:
-    bound, kind = TARGETS[key]
-    return value <= bound if kind == "max" else value >= bound
-
-
-def _target_note(key: str, value: float) -> str:
-    if key not in TARGETS:
-        return key
-    bound, kind = TARGETS[key]
-    met = _target_met(key, value)
-    sign = "<=" if kind == "max" else ">="
-    return f"[{'green' if met else 'red'}]target {sign} {bound:g}: {'met' if met else 'MISSED'}"
-
-
 # (figure, unit, number format) of each model row
 MODEL_ROWS = (
     ("page_ops_per_wall_s", "page ops / wall s", ",.0f"),
@@ -400,7 +395,9 @@ def render_table(report: Mapping[str, Any]) -> Table:
         for key, unit, fmt in HEADLINE_ROWS:
             values = result[key]
             cells = [format(values[stat], fmt) for stat in STATS]
-            note = f"{unit}; {_target_note(key, values['median'])}" if key in TARGETS else unit
+            note = (
+                f"{unit}; {target_note(TARGETS, key, values['median'])}" if key in TARGETS else unit
+            )
             table.add_row(name, key, "", *cells, note)
         table.add_section()
     for policy, by_workload in report["policies_vs_none"].items():
@@ -409,7 +406,9 @@ def render_table(report: Mapping[str, Any]) -> Table:
                 cells = [format(result[key][stat], ".3f") for stat in STATS]
                 note = unit
                 if key == "wall_ratio":
-                    note += f"; {_target_note('policy_overhead_ratio', result[key]['median'])}"
+                    note += (
+                        f"; {target_note(TARGETS, 'policy_overhead_ratio', result[key]['median'])}"
+                    )
                 table.add_row(name, key, policy, *cells, note)
     return table
 
@@ -438,7 +437,7 @@ def run(params: Params) -> dict[str, Any]:
             key: {name: result[key] for name, result in by_workload.items()} for key in headline
         },
         "targets": {
-            key: {kind: bound, "value": checked[key], "met": _target_met(key, checked[key])}
+            key: {kind: bound, "value": checked[key], "met": target_met(TARGETS, key, checked[key])}
             for key, (bound, kind) in TARGETS.items()
         },
         "by_workload": by_workload,
