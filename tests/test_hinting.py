@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -289,3 +290,24 @@ def test_asynchronous_reports_wait_for_room_when_the_virtqueue_is_full() -> None
     assert one_at_a_time["worker"]["queue_full"] > 0
     assert one_at_a_time["worker"]["batches"] == one_at_a_time["virtio"]["reports"] > 4
     assert one_at_a_time["memory_returned_bytes"] >= 0.75 * 2 * 256 * MiB
+
+
+def test_a_violated_invariant_exits_1_and_leaves_no_summary(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pagehint.runtime.cli import main
+
+    monkeypatch.setattr(
+        scenario_module,
+        "make_policy",
+        lambda config: _ReportsWithoutIsolating(32, 9, 11, 10_000_000),
+    )
+    out = tmp_path / "run"
+    config = Path(__file__).parent.parent / "configs" / "default.toml"
+    assert main(["run", str(config), "--out", str(out), "--set", "run.duration=1s"]) == 1
+    assert "actor 'host' crashed" in capsys.readouterr().out
+    assert not (out / "summary.json").exists()
+    error = orjson.loads((out / "error.json").read_bytes())
+    assert error["status"] == "failed" and "DiscardedPageInUse" in error["error"]
+    last = orjson.loads((out / "log.jsonl").read_bytes().splitlines()[-1])
+    assert last["event"] == "run_failed"
