@@ -24,6 +24,7 @@ from pagehint.protocol.units import (
 from pagehint.runtime import NS_PER_S
 from pagehint.runtime.config import make_converter
 
+from .buddy import Watermarks
 from .costs import Costs
 
 # -- the schema ------------------------------------------------------------------------------
@@ -285,10 +286,12 @@ def check_scenario(scenario: Scenario) -> list[str]:
             f"guest.memory: must be a whole number of 4KiB pages and at least 16MiB, "
             f"got {format_size(guest.memory)}"
         )
-    if guest.boot_memory >= guest.memory:
+    high_watermark = Watermarks.linux_default(guest.memory // PAGE_SIZE).high * PAGE_SIZE
+    if guest.boot_memory + high_watermark >= guest.memory:
         problems.append(
-            f"guest.boot_memory: {format_size(guest.boot_memory)} does not fit in "
-            f"guest.memory {format_size(guest.memory)}"
+            f"guest.boot_memory: {format_size(guest.boot_memory)} plus the zone's high "
+            f"watermark ({format_size(high_watermark)}) does not fit in guest.memory "
+            f"{format_size(guest.memory)}"
         )
     if guest.pcp_batch < 1 or guest.pcp_high < guest.pcp_batch:
         problems.append(

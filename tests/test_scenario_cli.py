@@ -68,7 +68,11 @@ def test_seeded_run_is_identical_in_two_processes(tmp_path: Path) -> None:
         (["guest.vcpus=four"], "guest.vcpus: expected an integer"),
         (["guest.memory=lots"], "guest.memory: expected a size such as '64MiB'"),
         (["run.duration=3 parsecs"], "run.duration: expected a duration such as '500us'"),
-        (["guest.boot_memory=8GiB"], "guest.boot_memory: 8GiB does not fit in guest.memory"),
+        (["guest.boot_memory=8GiB"], "guest.boot_memory: 8GiB plus the zone's high watermark"),
+        (
+            ["guest.memory=20MiB", "guest.boot_memory=19.5MiB"],
+            "(852KiB) does not fit in guest.memory 20MiB",
+        ),
         (["guest.pcp_high=10"], "guest.pcp_high (10) must be at least guest.pcp_batch (63)"),
         (["workload.name=fork_bomb"], "unknown workload name 'fork_bomb'; choose one of"),
         (["nonsense"], "expected KEY.PATH=VALUE"),
