@@ -241,3 +241,16 @@ async def test_each_actor_has_its_own_seeded_random_stream(actor_system: ActorSy
     a = actor_system.spawn(Accumulator("a"))
     b = actor_system.spawn(Accumulator("b"))
     assert a.random.random() != b.random.random()
+
+
+def test_real_time_on_request() -> None:
+    async def main(system: ActorSystem) -> tuple[int, int]:
+        acc = system.spawn(Accumulator("acc"))
+        answered_at = await acc.ask(Slow(2_000_000))  # 2 ms of wall time
+        with pytest.raises(AskTimeout):
+            await acc.ask(Slow(50_000_000), timeout_ns=1_000_000)
+        return answered_at, system.now_ns
+
+    answered_at, end = run_simulation(main, clock="real")
+    assert 2_000_000 <= answered_at < 1_000_000_000
+    assert end >= answered_at + 1_000_000
