@@ -868,15 +868,21 @@ def plot_lock_wait(db: LogDB, out_dir: Path) -> Path | None:
         low, high = min(found), max(found)
         edges = [2 ** (index / _BINS_PER_OCTAVE) for index in range(low, high + 2)]
         axes.stairs([found.get(index, 0) for index in range(low, high + 1)], edges, label=label)
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     axes.set_xscale("log")
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: format_duration(value)))
+    with_unit = FuncFormatter(lambda value, _: format_duration(value))
+    axes.xaxis.set_major_formatter(with_unit)  # tick labels carry the unit: ns, us, ms
+    low_x, high_x = axes.get_xlim()
+    if high_x < 20 * low_x:  # under about a decade there is no major tick: label the minor ones
+        axes.xaxis.set_minor_formatter(with_unit)
+    else:
+        axes.xaxis.set_minor_formatter(NullFormatter())
     most = max((count for *_, count in bins), default=1)
     if most >= 100:  # a long tail needs a log axis to show; a few counts read better plain
         axes.set_yscale("log")
     axes.set_title("Zone-lock wait: requests that queued for the lock, by requester")
-    axes.set_xlabel(f"wait for the zone lock (log scale, {_BINS_PER_OCTAVE} bins per octave)")
+    axes.set_xlabel(f"wait for the zone lock (time, log scale, {_BINS_PER_OCTAVE} bins per octave)")
     axes.set_ylabel("requests" + (" (log scale)" if most >= 100 else ""))
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize="small")
