@@ -85,8 +85,10 @@ class GuestBacking:
         self.total_pages = total_pages
         self._backed = bytearray((total_pages + 7) // 8)
         self._discarded = bytearray((total_pages + 7) // 8)
-        self._swapped = bytearray((total_pages + 7) // 8)
-        self._lazy = bytearray((total_pages + 7) // 8)  # MADV_FREE'd, still backed
+        # Allocated on first use (a host memory limit, MADV_FREE): most runs never need them,
+        # and at 1 TiB each is 32 MiB. Every read is guarded by its page count being non-zero.
+        self._swapped = bytearray()
+        self._lazy = bytearray()  # MADV_FREE'd, still backed
         self.lazy_pages = 0
         self._evict_hand = 0  # byte index where the next eviction scan starts
         self.rss_pages = 0
@@ -140,7 +142,7 @@ class GuestBacking:
             if discarded[byte] & bit:
                 discarded[byte] &= ~bit & 0xFF
                 refaults += 1
-            elif swapped[byte] & bit:
+            elif self.swapped_pages and swapped[byte] & bit:
                 swapped[byte] &= ~bit & 0xFF
                 swap_ins += 1
             else:
@@ -165,6 +167,8 @@ class GuestBacking:
         self._check(pfn, count)
         end = pfn + count
         if lazy:
+            if not self._lazy:
+                self._lazy = bytearray(len(self._backed))
             for byte in range(pfn >> 3, ((end - 1) >> 3) + 1):
                 mask = _byte_mask(byte, pfn, end) & self._backed[byte] & ~self._lazy[byte]
                 self._lazy[byte] |= mask
@@ -198,6 +202,8 @@ class GuestBacking:
         order from a moving hand (a CLOCK with no reference bits).
         """
         freed = self._drop_lazy(pages)
+        if not self._swapped:
+            self._swapped = bytearray(len(self._backed))
         backed, swapped = self._backed, self._swapped
         size = len(backed)
         evicted = 0
