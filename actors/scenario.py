@@ -53,7 +53,7 @@ from .schema import (
     policy_defaults,
     queue_size,
 )
-from .trace import Trace, TraceError, parse_perf_script
+from .trace import Trace, TraceError, TraceEvent, parse_perf_script
 from .vcpu import PcpLimits, VCpu
 from .worker import HintingWorker
 from .zone import Zone
@@ -62,7 +62,7 @@ from .zone import Zone
 
 
 def _workload_for(
-    scenario: Scenario, guest_index: int, index: int, trace: Trace | None
+    scenario: Scenario, guest_index: int, index: int, shares: list[list[TraceEvent]] | None
 ) -> workloads.Workload:
     workload = scenario.workload
     if isinstance(workload, PageFault1):
@@ -82,9 +82,8 @@ def _workload_for(
             thp_fraction=workload.thp_fraction,
             think_ns=workload.mean_think,
         )
-    assert trace is not None
-    share = workloads.split_by_cpu(trace.events, scenario.guest.vcpus)[index]
-    return workloads.replay(share, trace.start_ns, workload.time_scale)
+    assert isinstance(workload, TraceReplay) and shares is not None
+    return workloads.replay(shares[index], read_trace(workload.path).start_ns, workload.time_scale)
 
 
 @functools.lru_cache(maxsize=4)
@@ -168,6 +167,7 @@ def _build_guest(
     for pfn in zone.take_at_boot(pages(guest.boot_memory), boot_order):
         backing.touch(pfn, 1 << boot_order)
     limits = PcpLimits(guest.pcp_batch, guest.pcp_high)
+    shares = workloads.split_by_cpu(trace.events, guest.vcpus) if trace is not None else None
     vcpus = [
         system.spawn(
             VCpu(
@@ -175,7 +175,7 @@ def _build_guest(
                 zone,
                 backing,
                 workloads.delayed(
-                    _workload_for(scenario, index, cpu, trace), index * scenario.host.stagger
+                    _workload_for(scenario, index, cpu, shares), index * scenario.host.stagger
                 ),
                 costs,
                 limits,
