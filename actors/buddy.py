@@ -362,6 +362,19 @@ class BuddyAllocator:
             return None
         return self._rmqueue_smallest(order)
 
+    def alloc_blocks(self, pages: int, order: int) -> list[int]:
+        """Blocks of ``order`` until ``pages`` are covered or the zone runs out (no gate).
+
+        What a booted kernel already holds before any workload runs.
+        """
+        taken: list[int] = []
+        while len(taken) << order < pages:
+            pfn = self.alloc(order)
+            if pfn is None:
+                break
+            taken.append(pfn)
+        return taken
+
     def alloc_bulk(self, order: int, count: int, *, gate: int | None = None) -> list[int]:
         """Allocate up to ``count`` blocks at once (rmqueue_bulk refilling a per-CPU list).
 

@@ -108,6 +108,19 @@ def summarise_guests(
     faults = sum(vcpu.counters.faults for vcpu in vcpus)
     wait = _merged([zone.lock_wait_ns for zone in zones])
     groups = sorted({group for zone in zones for group in zone.by_requester})
+    by_class = {
+        group: {
+            key: _merged(
+                [
+                    getattr(zone.by_requester[group], key)
+                    for zone in zones
+                    if group in zone.by_requester
+                ]
+            ).summary()
+            for key in ("wait_ns", "hold_ns", "queue_depth")
+        }
+        for group in groups
+    }
     returned, peak = time_to_return(
         _summed_series([g.monitor.wasted_pages for g in guests]),
         _summed_series([g.monitor.returned_pages for g in guests]),
@@ -127,25 +140,8 @@ def summarise_guests(
         "false_ooms": sum(zone.false_ooms for zone in zones),
         "peak_isolated_bytes": sum(zone.peak_isolated_pages for zone in zones) * PAGE_SIZE,
         "lock_wait_ns": _wait(wait),
-        "lock_wait_ns_by_requester": {
-            group: _merged(
-                [zone.by_requester[group].wait_ns for zone in zones if group in zone.by_requester]
-            ).summary()
-            for group in groups
-        },
-        "lock_by_requester": {
-            group: {
-                key: _merged(
-                    [
-                        getattr(zone.by_requester[group], key)
-                        for zone in zones
-                        if group in zone.by_requester
-                    ]
-                ).summary()
-                for key in ("wait_ns", "hold_ns", "queue_depth")
-            }
-            for group in groups
-        },
+        "lock_wait_ns_by_requester": {group: stats["wait_ns"] for group, stats in by_class.items()},
+        "lock_by_requester": by_class,
         "worker": {
             "wakeups": wakeups,
             "polls": polls,

@@ -111,12 +111,7 @@ class Zone(Actor):
 
     def take_at_boot(self, pages: int, order: int) -> list[int]:
         """Allocate blocks the booted kernel already uses (no lock: before any vCPU runs)."""
-        taken: list[int] = []
-        while len(taken) << order < pages:
-            pfn = self.allocator.alloc(order)
-            if pfn is None:
-                break
-            taken.append(pfn)
+        taken = self.allocator.alloc_blocks(pages, order)
         self._account("boot", len(taken) << order)
         return taken
 

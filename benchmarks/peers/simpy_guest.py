@@ -65,13 +65,7 @@ class Zone:
 
     def take_at_boot(self, pages: int, order: int) -> list[int]:
         """Blocks the booted kernel already uses (no lock: before any vCPU runs)."""
-        taken: list[int] = []
-        while len(taken) << order < pages:
-            pfn = self.allocator.alloc(order)
-            if pfn is None:
-                break
-            taken.append(pfn)
-        return taken
+        return self.allocator.alloc_blocks(pages, order)
 
     def _acquired(self, sent_ns: float) -> None:
         wait = int(self.env.now - sent_ns)  # SimPy's clock is int | float; here always int ns
