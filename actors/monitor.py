@@ -72,7 +72,7 @@ class Monitor(Actor):
             pcp_pages=sum(len(vcpu.pcp) for vcpu in self.vcpus),
             lent_pages=sum(self.zone.held_by.values()),
             total_pages=allocator.total_pages,
-            lock_queue=self.zone.stats.depth,
+            lock_queue=self.zone.queued,
         )
 
     def wasted_now(self) -> int:

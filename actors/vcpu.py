@@ -5,6 +5,9 @@ empty it is refilled with ``batch`` pages in one zone request (``rmqueue_bulk``)
 grows past ``high`` it is drained by ``batch`` pages (``free_pcppages_bulk``), as Linux does.
 Higher orders (THP) go to the zone directly. Touching a page the host has not backed costs the
 host's fault time too; the host's view of guest memory records it.
+
+A vCPU takes the zone lock itself (``Zone.request``), as a CPU does, and spends the lock's hold
+in the same sleep as the work that follows it (``_spend``): one scheduler pass per fault.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class VCpu(Actor):
         self.regions: dict[int, tuple[int, list[int]]] = {}  # region -> (order, pfns)
         self.counters = VcpuCounters()
         self.mapped_pages = 0
+        self._lock_release_ns = 0  # until then this vCPU still holds the zone lock
 
     def check_ledger(self) -> None:
         """Between operations every page the zone lent this vCPU is mapped or on its pcp list."""
@@ -79,19 +83,34 @@ class VCpu(Actor):
             elif type(op) is Unmap:
                 await self._unmap(op.region)
             elif type(op) is Think:
-                await self.sleep_ns(op.duration_ns)
+                await self._spend(op.duration_ns)
             elif type(op) is Loop:
                 self.counters.loops += 1
             self.check_ledger()
             op = self.workload.send(self.now_ns)
 
-    # -- zone requests -------------------------------------------------------------------
+    # -- zone requests and time -----------------------------------------------------------
+    async def _spend(self, duration_ns: int) -> None:
+        """Spend ``duration_ns`` of work, after the rest of any zone-lock hold."""
+        clock = self.clock
+        await clock.sleep_until_ns(max(clock.now_ns(), self._lock_release_ns) + duration_ns)
+
     async def _zone_alloc(self, order: int, count: int) -> tuple[int, ...]:
-        pfns: tuple[int, ...] = await self.zone.ask(ZoneAlloc(self.name, order, count, self.now_ns))
-        return pfns
+        if self._lock_release_ns > self.now_ns:
+            await self._finish_hold()
+        request = ZoneAlloc(self.name, order, count, self.now_ns)
+        pfns, self._lock_release_ns = await self.zone.request(request)
+        return pfns  # type: ignore[no-any-return]
 
     async def _zone_free(self, order: int, pfns: list[int]) -> None:
-        await self.zone.ask(ZoneFree(self.name, order, tuple(pfns), self.now_ns))
+        if self._lock_release_ns > self.now_ns:
+            await self._finish_hold()
+        request = ZoneFree(self.name, order, tuple(pfns), self.now_ns)
+        _, self._lock_release_ns = await self.zone.request(request)
+
+    async def _finish_hold(self) -> None:
+        """Before another zone request: a vCPU cannot queue for the lock while it holds it."""
+        await self.clock.sleep_until_ns(self._lock_release_ns)
 
     # -- operations ----------------------------------------------------------------------
     async def _map(self, op: Map) -> None:
@@ -122,7 +141,7 @@ class VCpu(Actor):
             host_ns = self._host_faults(*self.backing.touch_pages(chunk))
             counters.faults += take
             needed -= take
-            await self.sleep_ns(take * per_page + host_ns)
+            await self._spend(take * per_page + host_ns)
 
     async def _fault_large_blocks(self, op: Map, mapped: list[int]) -> None:
         counters, costs = self.counters, self.costs
@@ -136,7 +155,7 @@ class VCpu(Actor):
             self.mapped_pages += block_pages
             host_ns = self._host_faults(*self.backing.touch(got[0], block_pages))
             counters.faults += block_pages
-            await self.sleep_ns(costs.touch_ns(op.order, op.copy) + host_ns)
+            await self._spend(costs.touch_ns(op.order, op.copy) + host_ns)
 
     def _host_faults(self, first: int, refaults: int, swap_ins: int) -> int:
         """Count what the host had to do for a touch, and return its cost to this vCPU."""
@@ -157,7 +176,7 @@ class VCpu(Actor):
             for pfn in pfns:
                 self.mapped_pages -= 1 << order
                 await self._zone_free(order, [pfn])
-                await self.sleep_ns(self.costs.unmap_ns(order))
+                await self._spend(self.costs.unmap_ns(order))
 
     async def _free_small_pages(self, pfns: list[int]) -> None:
         """Free to the per-CPU list a batch at a time, draining its cold end past ``high``."""
@@ -171,7 +190,7 @@ class VCpu(Actor):
                 cold = pcp[:batch]
                 del pcp[:batch]
                 await self._zone_free(0, cold)
-            await self.sleep_ns(len(chunk) * per_page)
+            await self._spend(len(chunk) * per_page)
 
     async def _out_of_memory(self, op: Map) -> None:
         """The fault cannot be served: the OOM killer takes the task and its mapping goes."""

@@ -1,26 +1,40 @@
 """The zone-lock actor: the only way to the buddy allocator.
 
-The actor handles one request at a time, and spends the lock's hold time (from the cost model)
-while handling it; everyone else's request waits in its mailbox. That *is* the zone lock:
-contention is not computed from a formula, it is the queue that forms under load. For every
-request the zone records how long the requester waited, how long the lock was held and how many
-requests were queued behind it, by requester.
+Every request takes the zone lock, a FIFO ``TimedLock`` in virtual time: as in Linux, where the
+CPU that needs ``zone->lock`` takes it and does the allocator work itself, the requester's
+change to the allocator is made when it acquires the lock, and the lock then stays held for the
+hold time of the cost model. Requests that find it held queue in arrival order. Contention is
+not computed from a formula: it is the queue that forms under load. For every request the zone
+records how long the requester waited, how long the lock was held and how many requests were
+still queued when it got the lock, by requester.
+
+Two ways in, one lock:
+
+* ``request``, called from the requester's own task (the vCPUs'): no message, no extra task; the
+  requester is told when the lock is released and spends the hold in its own next sleep, so an
+  uncontended request costs no scheduler pass of its own;
+* messages (``ask`` a ``ZoneAlloc``, ``ZoneFree`` or ``ZoneWork``; the hinting worker's way): the
+  zone queues the request at the lock on the sender's behalf when it arrives, and answers once
+  the lock is released.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
+import trio
 
 from pagehint.protocol.messages import ZoneAlloc, ZoneFree, ZoneWork
-from pagehint.runtime import Actor, Histogram, handles
+from pagehint.runtime import Actor, Histogram, Reply, TimedLock, handles
 
 from .buddy import BuddyAllocator
 from .costs import Costs
 
 FreeHook = Callable[[int, int, str], None]
+ZoneRequest = ZoneAlloc | ZoneFree | ZoneWork
 
 
 def requester_group(requester: str) -> str:
@@ -46,7 +60,7 @@ class LockStats:
 
 
 class Zone(Actor):
-    """Owns one ``BuddyAllocator``; each message is one acquisition of the zone lock."""
+    """Owns one ``BuddyAllocator``; each request is one acquisition of the zone lock."""
 
     default_mailbox_size = 1024
 
@@ -55,6 +69,7 @@ class Zone(Actor):
         self.allocator = allocator
         self.costs = costs
         self.by_requester: dict[str, LockStats] = {}  # by requester class: vcpu, worker
+        self._stats_of: dict[str, LockStats] = {}  # requester name -> its class's stats
         self.hold_total_ns = 0
         self.failed_allocations = 0
         self.false_ooms = 0
@@ -63,6 +78,8 @@ class Zone(Actor):
         # the ledger that page conservation is checked against.
         self.held_by: dict[str, int] = {}
         self._free_hooks: list[FreeHook] = []
+        self._serving: ZoneRequest | None = None  # the request being applied under the lock
+        self._answering: trio.Nursery  # where sent requests wait for the lock (set by run)
         allocator.on_free = self._notify_free
 
     # -- hooks for hinting ---------------------------------------------------------------
@@ -72,21 +89,23 @@ class Zone(Actor):
         self._free_hooks.append(hook)
 
     def _notify_free(self, pfn: int, order: int) -> None:
-        current = self.current_message
-        requester = current.requester if isinstance(current, ZoneFree | ZoneWork) else "boot"
+        serving = self._serving
+        requester = "boot" if serving is None else serving.requester
         for hook in self._free_hooks:
             hook(pfn, order, requester)
 
     # -- the lock ------------------------------------------------------------------------
-    def _acquired(self, requester: str, sent_ns: int) -> tuple[LockStats, int]:
-        wait = self.now_ns - sent_ns
-        group = requester_group(requester)
-        stats = self.by_requester.get(group)
+    def _acquired(self, requester: str, wait_ns: int) -> LockStats:
+        stats = self._stats_of.get(requester)
         if stats is None:
-            stats = self.by_requester[group] = LockStats()
-        stats.wait_ns.record(wait)
-        stats.queue_depth.record(self.stats.depth)  # requests still queued behind this one
-        return stats, wait
+            group = requester_group(requester)
+            stats = self.by_requester.get(group)
+            if stats is None:
+                stats = self.by_requester[group] = LockStats()
+            self._stats_of[requester] = stats
+        stats.wait_ns.record(wait_ns)
+        stats.queue_depth.record(self.lock.waiting)  # requests still queued behind this one
+        return stats
 
     def _merged(self, pick: Callable[[LockStats], Histogram]) -> Histogram:
         total = Histogram()
@@ -115,15 +134,53 @@ class Zone(Actor):
         self._account("boot", len(taken) << order)
         return taken
 
-    async def _hold(self, stats: LockStats, blocks: int) -> None:
+    # -- the requests ---------------------------------------------------------------------
+    @functools.cached_property
+    def lock(self) -> TimedLock:
+        return TimedLock(self.clock)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the lock, and messages not yet taken up."""
+        return self.lock.waiting + self.stats.depth
+
+    async def request(self, request: ZoneRequest) -> tuple[Any, int]:
+        """Take the lock, make the change under it, and return the result with the virtual time
+        the lock is released. The caller holds the lock until then: it must not act before
+        that time, and typically spends the hold in its next sleep."""
+        await self.lock.acquire()
+        now = self.now_ns
+        wait = now - request.sent_ns
+        stats = self._acquired(request.requester, wait)
+        self._serving = request
+        try:
+            result, blocks = self._apply[type(request)](self, request, wait)
+        finally:
+            self._serving = None
         hold = self.costs.lock_hold_ns(blocks)
         stats.hold_ns.record(hold)
         self.hold_total_ns += hold
-        await self.sleep_ns(hold)
+        release = now + hold
+        self.lock.hold_until(release)
+        return result, release
 
-    @handles(ZoneAlloc)
-    async def allocate(self, request: ZoneAlloc) -> tuple[int, ...]:
-        stats, wait = self._acquired(request.requester, request.sent_ns)
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._answering = nursery
+            await self.serve()
+
+    @handles(ZoneAlloc, ZoneFree, ZoneWork)
+    def take_message(self, request: ZoneRequest) -> None:
+        """Queue a sent request at the lock now, as it arrives; the reply follows the release."""
+        self._answering.start_soon(self._answer, request, self.defer_reply())
+
+    async def _answer(self, request: ZoneRequest, reply: Reply | None) -> None:
+        result, release = await self.request(request)
+        await self.clock.sleep_until_ns(release)
+        if reply is not None:
+            reply.send(result)
+
+    def _allocate(self, request: ZoneAlloc, wait: int) -> tuple[tuple[int, ...], int]:
         allocator = self.allocator
         gate = allocator.watermarks.min
         if request.count == 1:
@@ -158,14 +215,11 @@ class Zone(Actor):
             got=len(pfns),
             pfns=pfns,
             wait_ns=wait,
-            queued=self.stats.depth,
+            queued=self.lock.waiting,
         )
-        await self._hold(stats, max(1, len(pfns)))
-        return pfns
+        return pfns, max(1, len(pfns))
 
-    @handles(ZoneFree)
-    async def release(self, request: ZoneFree) -> None:
-        stats, wait = self._acquired(request.requester, request.sent_ns)
+    def _release(self, request: ZoneFree, wait: int) -> tuple[None, int]:
         self.allocator.free_bulk((pfn, request.order) for pfn in request.pfns)
         self._account(request.requester, -(len(request.pfns) << request.order))
         self.log.debug(
@@ -175,14 +229,12 @@ class Zone(Actor):
             blocks=len(request.pfns),
             pfns=request.pfns,
             wait_ns=wait,
-            queued=self.stats.depth,
+            queued=self.lock.waiting,
         )
-        await self._hold(stats, len(request.pfns))
+        return None, len(request.pfns)
 
-    @handles(ZoneWork)
-    async def work(self, request: ZoneWork) -> object:
+    def _work(self, request: ZoneWork, wait: int) -> tuple[object, int]:
         """A hinting step under the lock: isolation or put-back decided by a pure policy."""
-        stats, wait = self._acquired(request.requester, request.sent_ns)
         result, examined = request.work(self.allocator)
         self.peak_isolated_pages = max(self.peak_isolated_pages, self.allocator.isolated_pages)
         self.log.debug(
@@ -191,10 +243,15 @@ class Zone(Actor):
             examined=examined,
             isolated_pages=self.allocator.isolated_pages,
             wait_ns=wait,
-            queued=self.stats.depth,
+            queued=self.lock.waiting,
         )
-        await self._hold(stats, max(1, examined))
-        return result
+        return result, max(1, examined)
+
+    _apply: ClassVar[dict[type, Callable[[Any, Any, int], tuple[Any, int]]]] = {
+        ZoneAlloc: _allocate,
+        ZoneFree: _release,
+        ZoneWork: _work,
+    }
 
     def utilisation(self, elapsed_ns: int) -> float:
         """Fraction of ``elapsed_ns`` the lock was held."""

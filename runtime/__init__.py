@@ -17,6 +17,7 @@ from .errors import (
     UnhandledMessage,
     UnknownActor,
 )
+from .lock import TimedLock
 from .log import LOG_SCHEMA_VERSION, MemoryLog, RunLog, null_log
 from .metrics import Counter, Histogram, Metrics, TimeSeries
 from .system import ActorSystem, open_actor_system, run_simulation
@@ -46,6 +47,7 @@ __all__ = [
     "RunLog",
     "SimClock",
     "TimeSeries",
+    "TimedLock",
     "UnhandledMessage",
     "UnknownActor",
     "VirtualClock",
