@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import trio
 
+from pagehint.actors.buddy import BuddyAllocator
+from pagehint.actors.costs import Costs
 from pagehint.actors.scenario import MODEL, Scenario, build_guest
+from pagehint.actors.zone import Zone
+from pagehint.protocol.messages import ZoneAlloc, ZoneFree
 from pagehint.protocol.units import PAGE_SIZE
 from pagehint.runtime import ActorSystem, run_simulation
 
@@ -95,3 +100,35 @@ def test_every_workload_runs_and_conserves_pages(name: str) -> None:
     summary = run(scenario(workload__name=name, guest__memory="2GiB"))
     assert summary["workload"]["faults"] > 0
     assert summary["invariant_violations"] == 0
+
+
+async def test_sent_and_direct_requests_share_one_fifo_zone_lock(actor_system: ActorSystem) -> None:
+    costs = Costs()
+    zone = actor_system.spawn(Zone("zone", BuddyAllocator(1 << 15), costs))
+    freed_by: list[str] = []
+    zone.add_free_hook(lambda pfn, order, requester: freed_by.append(requester))
+    hold = costs.lock_hold_ns(1)
+    clock = actor_system.clock
+    acquired: dict[str, int] = {}
+
+    # vcpu0 takes the lock directly at 0 and holds it for `hold` without sleeping yet.
+    (pfn,), release = await zone.request(ZoneAlloc("vcpu0", 9, 1, clock.now_ns()))
+    assert release == hold
+
+    async def worker_frees() -> None:  # sent at 0: queues behind vcpu0's hold
+        await zone.ask(ZoneFree("g.worker", 9, (pfn,), clock.now_ns()))
+        acquired["worker answered"] = clock.now_ns()
+
+    async def vcpu1_allocates() -> None:  # arrives later, so it is served after the worker
+        await clock.sleep_until_ns(hold // 2)
+        _, vcpu1_release = await zone.request(ZoneAlloc("vcpu1", 9, 1, clock.now_ns()))
+        acquired["vcpu1"] = vcpu1_release - hold
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker_frees)
+        nursery.start_soon(vcpu1_allocates)
+
+    assert acquired == {"worker answered": 2 * hold, "vcpu1": 2 * hold}
+    assert zone.by_requester["worker"].wait_ns.max == hold
+    assert zone.by_requester["vcpu"].wait_ns.max == 2 * hold - hold // 2
+    assert freed_by == ["g.worker"]  # the free hook names who freed the block
