@@ -15,7 +15,7 @@ the actor layer, not the allocator. The monitor, the per-requester ledger and lo
 actor model have no counterpart here: they are not part of what is simulated.
 
 Lock wait is the time from a request to its acquisition of the lock, as the zone actor records
-it (from the message's ``sent_ns`` to the start of its handler).
+it (from the request's ``sent_ns`` to the moment its ``TimedLock`` is acquired).
 """
 
 from __future__ import annotations
