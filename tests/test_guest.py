@@ -13,7 +13,7 @@ from pagehint.actors.scenario import MODEL, Scenario, build_guest
 from pagehint.actors.zone import Zone
 from pagehint.protocol.messages import ZoneAlloc, ZoneFree
 from pagehint.protocol.units import PAGE_SIZE
-from pagehint.runtime import ActorSystem, run_simulation
+from pagehint.runtime import ActorStopped, ActorSystem, run_simulation
 
 
 def scenario(**overrides: Any) -> Scenario:
@@ -132,3 +132,26 @@ async def test_sent_and_direct_requests_share_one_fifo_zone_lock(actor_system: A
     assert zone.by_requester["worker"].wait_ns.max == hold
     assert zone.by_requester["vcpu"].wait_ns.max == 2 * hold - hold // 2
     assert freed_by == ["g.worker"]  # the free hook names who freed the block
+
+
+async def test_a_sent_request_still_queued_when_the_zone_stops_fails_instead_of_hanging(
+    actor_system: ActorSystem,
+) -> None:
+    zone = actor_system.spawn(Zone("zone", BuddyAllocator(1 << 15), Costs()))
+    clock = actor_system.clock
+    await zone.request(ZoneAlloc("vcpu0", 0, 1, clock.now_ns()))  # holds the lock a while
+    outcome: list[str] = []
+
+    async def worker_allocates() -> None:
+        try:
+            await zone.ask(ZoneAlloc("g.worker", 0, 1, clock.now_ns()), timeout_ns=10**9)
+            outcome.append("answered")
+        except ActorStopped:
+            outcome.append("stopped")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker_allocates)
+        await clock.sleep_until_ns(clock.now_ns() + 1)  # the request is queued at the lock
+        assert zone.queued == 1
+        zone.stop()
+    assert outcome == ["stopped"]
