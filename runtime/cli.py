@@ -75,16 +75,50 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scenario_document(config: Path | None, overrides: list[str]) -> tuple[dict[str, Any], str]:
+def _named_file(model: Model, argument: Path, folder: str = "") -> Path:
+    """A file argument as given, or else the model's installed example of that name.
+
+    Anything that looks like a path (a suffix, a directory part) or exists is taken as given;
+    a missing file is reported when it is read.
+    """
+    if argument.exists() or argument.suffix or len(argument.parts) > 1:
+        return argument
+    folder_path = model.examples / folder if model.examples is not None else None
+    if folder_path is not None and (folder_path / f"{argument}.toml").is_file():
+        return folder_path / f"{argument}.toml"
+    names = sorted(path.stem for path in folder_path.glob("*.toml")) if folder_path else []
+    raise ConfigError(
+        str(argument),
+        [
+            "no such file, nor the name of an installed example"
+            + (f" (installed: {', '.join(names)})" if names else "")
+        ],
+    )
+
+
+def _scenario_file(model: Model, config: Path | None) -> Path | None:
+    """The scenario a command runs: the one named, else ./configs/default.toml in a project
+    checkout, else the model's installed default (else None: the schema's defaults)."""
+    if config is not None:
+        return _named_file(model, config)
+    if DEFAULT_SCENARIO.exists():
+        return DEFAULT_SCENARIO
+    installed = model.examples / "default.toml" if model.examples is not None else None
+    return installed if installed is not None and installed.is_file() else None
+
+
+def _scenario_document(
+    model: Model, config: Path | None, overrides: list[str]
+) -> tuple[dict[str, Any], str]:
     """The scenario file (or the default one) with overrides applied, and its name."""
-    path = config if config is not None or not DEFAULT_SCENARIO.exists() else DEFAULT_SCENARIO
+    path = _scenario_file(model, config)
     document = load_toml(path) if path is not None else {}
     source = str(path) if path is not None else "(built-in defaults)"
     return apply_overrides(document, overrides), source
 
 
 def _load(model: Model, args: argparse.Namespace) -> tuple[Any, str]:
-    document, source = _scenario_document(args.config, args.overrides)
+    document, source = _scenario_document(model, args.config, args.overrides)
     config = model.load(document, source)
     if args.seed is not None:
         config = model.with_seed(config, args.seed)
@@ -119,10 +153,11 @@ def _config(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     model = load_model(args.model)
-    configs: list[Path] = args.configs or [DEFAULT_SCENARIO]
+    configs: list[Path | None] = args.configs or [None]
     specs = []
-    for path in configs:
-        base, source = _scenario_document(path, args.overrides)
+    for config in configs:
+        base, source = _scenario_document(model, config, args.overrides)
+        path = Path(source)
         for variant in args.variants or [""]:
             pairs = [pair for pair in variant.split(",") if pair.strip()]
             document = apply_overrides(base, pairs)
@@ -140,14 +175,15 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    sweep = load_sweep(args.sweep)
+    model = load_model(args.model)
+    sweep_file = _named_file(model, args.sweep, "sweeps")
+    sweep = load_sweep(sweep_file)
     overrides = apply_overrides({}, args.overrides)
     specs = expand(sweep, flatten(overrides))
     validate(args.model, specs)
-    out: Path = args.out or Path("runs") / args.sweep.stem
+    out: Path = args.out or Path("runs") / sweep_file.stem
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.toml").write_text(args.sweep.read_text(encoding="utf-8"), encoding="utf-8")
-    model = load_model(args.model)
+    (out / "sweep.toml").write_text(sweep_file.read_text(encoding="utf-8"), encoding="utf-8")
     with open_executor(args.workers, args.scheduler) as executor, _progress(len(specs)) as done:
         rows = execute_all(args.model, specs, out, executor, done)
     _console().print(sweep_table(model, sweep, rows))
@@ -220,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit 0 on success, 2 on bad input, 1 when the run itself fails.",
     )
     run.add_argument(
-        "config", nargs="?", type=Path, help=f"scenario file (default: {DEFAULT_SCENARIO})"
+        "config",
+        nargs="?",
+        type=Path,
+        help=f"scenario file, or the name of an installed example such as memhog (default: "
+        f"{DEFAULT_SCENARIO} if present, else the installed default)",
     )
     _add_scenario_options(run)
     run.add_argument("--out", type=Path, help="run directory (default: runs/NAME-seedN)")
@@ -229,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser(
         "config", help="print a scenario resolved with every default, or --explain every key"
     )
-    config.add_argument("config", nargs="?", type=Path)
+    config.add_argument("config", nargs="?", type=Path, help="as for run")
     config.add_argument("--explain", action="store_true", help="document every config key")
     _add_scenario_options(config)
     config.set_defaults(handler=_config)
@@ -259,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every combination of a sweep file's factors into one directory with "
         "an index; resumes an interrupted sweep; a failed run does not stop the others.",
     )
-    sweep.add_argument("sweep", type=Path, metavar="SWEEP")
+    sweep.add_argument(
+        "sweep", type=Path, metavar="SWEEP", help="sweep file, or an installed one's name"
+    )
     _add_scenario_options(sweep)
     _add_executor_options(sweep)
     sweep.add_argument("--out", type=Path, help="sweep directory (default: runs/SWEEP-NAME)")

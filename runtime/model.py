@@ -39,6 +39,10 @@ class Model(Protocol):
 
     name: str
 
+    examples: Path | None
+    """Where the model's example scenarios are installed (``NAME.toml``, sweeps under
+    ``sweeps/``), so that a user can name one: ``pagehint run memhog``. None: it has none."""
+
     def load(self, document: dict[str, Any], source: str) -> Any:
         """Structure and check a config document; raise ConfigError naming what is wrong."""
 

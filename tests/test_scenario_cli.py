@@ -135,3 +135,33 @@ def test_every_shipped_config_loads() -> None:
 
     for path in sorted(CONFIGS.glob("*.toml")):
         MODEL.load(load_toml(path), str(path))
+
+
+def test_outside_a_checkout_the_installed_examples_are_run_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pagehint.actors.scenario import MODEL
+    from pagehint.runtime.config import load_toml
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here: what a user of an installed pagehint sees
+    installed = {path.name for path in MODEL.examples.glob("*.toml")}
+    assert installed == {path.name for path in CONFIGS.glob("*.toml")}
+    assert main(["run", "--set", "run.duration=2s"]) == 0  # the default scenario, installed
+    config = (tmp_path / "runs/default-seed0/config.toml").read_text()
+    default = load_toml(CONFIGS / "default.toml")
+    assert f'name = "{default["workload"]["name"]}"' in config
+    assert main(["run", "trace", *SHORT]) == 0  # its trace file resolves next to it
+    summary = orjson.loads((tmp_path / "runs/trace-seed0/summary.json").read_bytes())
+    assert summary["workload"]["faults"] > 0
+
+
+def test_an_unknown_example_name_is_bad_input_listing_the_installed_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "memhgo"]) == 2
+    assert "memhgo: no such file, nor the name of an installed example" in capsys.readouterr().err
+    assert main(["sweep", "contetnion"]) == 2
+    err = capsys.readouterr().err
+    assert "(installed: contention)" in err
+    assert not (tmp_path / "runs").exists()  # nothing half-written
