@@ -96,21 +96,21 @@ class VCpu(Actor):
         await clock.sleep_until_ns(max(clock.now_ns(), self._lock_release_ns) + duration_ns)
 
     async def _zone_alloc(self, order: int, count: int) -> tuple[int, ...]:
-        if self._lock_release_ns > self.now_ns:
-            await self._finish_hold()
+        await self._finish_hold()
+        pfns: tuple[int, ...]
         request = ZoneAlloc(self.name, order, count, self.now_ns)
         pfns, self._lock_release_ns = await self.zone.request(request)
-        return pfns  # type: ignore[no-any-return]
+        return pfns
 
     async def _zone_free(self, order: int, pfns: list[int]) -> None:
-        if self._lock_release_ns > self.now_ns:
-            await self._finish_hold()
+        await self._finish_hold()
         request = ZoneFree(self.name, order, tuple(pfns), self.now_ns)
         _, self._lock_release_ns = await self.zone.request(request)
 
     async def _finish_hold(self) -> None:
         """Before another zone request: a vCPU cannot queue for the lock while it holds it."""
-        await self.clock.sleep_until_ns(self._lock_release_ns)
+        if self._lock_release_ns > self.now_ns:
+            await self.clock.sleep_until_ns(self._lock_release_ns)
 
     # -- operations ----------------------------------------------------------------------
     async def _map(self, op: Map) -> None:

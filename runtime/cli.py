@@ -75,6 +75,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _installed_example(model: Model, name: str, folder: str = "") -> Path | None:
+    if model.examples is None:
+        return None
+    path = model.examples / folder / f"{name}.toml"
+    return path if path.is_file() else None
+
+
 def _named_file(model: Model, argument: Path, folder: str = "") -> Path:
     """A file argument as given, or else the model's installed example of that name.
 
@@ -83,16 +90,15 @@ def _named_file(model: Model, argument: Path, folder: str = "") -> Path:
     """
     if argument.exists() or argument.suffix or len(argument.parts) > 1:
         return argument
-    folder_path = model.examples / folder if model.examples is not None else None
-    if folder_path is not None and (folder_path / f"{argument}.toml").is_file():
-        return folder_path / f"{argument}.toml"
-    names = sorted(path.stem for path in folder_path.glob("*.toml")) if folder_path else []
+    installed = _installed_example(model, str(argument), folder)
+    if installed is not None:
+        return installed
+    names = (
+        sorted(p.stem for p in (model.examples / folder).glob("*.toml")) if model.examples else []
+    )
+    listing = f" (installed: {', '.join(names)})" if names else ""
     raise ConfigError(
-        str(argument),
-        [
-            "no such file, nor the name of an installed example"
-            + (f" (installed: {', '.join(names)})" if names else "")
-        ],
+        str(argument), [f"no such file, nor the name of an installed example{listing}"]
     )
 
 
@@ -103,8 +109,7 @@ def _scenario_file(model: Model, config: Path | None) -> Path | None:
         return _named_file(model, config)
     if DEFAULT_SCENARIO.exists():
         return DEFAULT_SCENARIO
-    installed = model.examples / "default.toml" if model.examples is not None else None
-    return installed if installed is not None and installed.is_file() else None
+    return _installed_example(model, "default")
 
 
 def _scenario_document(
