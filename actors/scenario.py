@@ -274,14 +274,6 @@ def build_guest(system: ActorSystem, scenario: Scenario) -> Guest:
     return build(system, scenario).guests[0]
 
 
-def _installed_configs() -> Path:
-    """The project's configs/, installed as the data package ``pagehint.configs``."""
-    spec = importlib.util.find_spec("pagehint.configs")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("pagehint is installed without its scenario files (pagehint.configs)")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 class GuestModel:
     """The guest model, registered as the ``guest`` entry point of ``pagehint.models``."""
 
@@ -289,7 +281,11 @@ class GuestModel:
 
     @functools.cached_property
     def examples(self) -> Path:
-        return _installed_configs()
+        """The project's configs/, installed as the data package ``pagehint.configs``."""
+        spec = importlib.util.find_spec("pagehint.configs")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("pagehint is installed without its scenario files")
+        return Path(next(iter(spec.submodule_search_locations)))
 
     def load(self, document: dict[str, Any], source: str) -> Scenario:
         scenario = structure(CONVERTER, document, Scenario, source)

@@ -28,7 +28,7 @@ import attrs
 import trio
 
 from pagehint.protocol.messages import ZoneAlloc, ZoneFree, ZoneWork
-from pagehint.runtime import Actor, ActorStopped, Histogram, Reply, TimedLock, handles
+from pagehint.runtime import Actor, Histogram, Reply, TimedLock, handles
 
 from .buddy import BuddyAllocator
 from .costs import Costs
@@ -175,13 +175,8 @@ class Zone(Actor):
         self._answering.start_soon(self._answer, request, self.defer_reply())
 
     async def _answer(self, request: ZoneRequest, reply: Reply | None) -> None:
-        try:
-            result, release = await self.request(request)
-            await self.clock.sleep_until_ns(release)
-        except BaseException:  # stopped (or crashed) first: the sender must not wait forever
-            if reply is not None:
-                reply.fail(ActorStopped(self.name, request))
-            raise
+        result, release = await self.request(request)
+        await self.clock.sleep_until_ns(release)
         if reply is not None:
             reply.send(result)
 

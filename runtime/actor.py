@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -69,7 +70,7 @@ class MailboxStats:
 class Reply:
     """The asker's side of one ``ask``: settled once, by a value, an error or a timeout."""
 
-    __slots__ = ("_message", "_outcome", "_target", "_task", "_timer")
+    __slots__ = ("__weakref__", "_message", "_outcome", "_target", "_task", "_timer")
 
     def __init__(self, target: str, message: object) -> None:
         self._target = target
@@ -157,6 +158,7 @@ class Actor:
         self._cancel_scope: trio.CancelScope | None = None
         self._current: object = None
         self._reply: Reply | None = None
+        self._deferred: weakref.WeakSet[Reply] = weakref.WeakSet()  # taken by defer_reply
         # Set by ActorSystem.spawn:
         self.system: ActorSystem
         self.clock: SimClock
@@ -283,9 +285,12 @@ class Actor:
     def defer_reply(self) -> Reply | None:
         """Take the current ask's reply, to answer it later (None for a tell).
 
-        The handler's return value is then ignored; call ``reply.send(value)`` when ready.
+        The handler's return value is then ignored; call ``reply.send(value)`` when ready. If
+        this actor stops before answering, the asker gets ``ActorStopped``.
         """
         reply, self._reply = self._reply, None
+        if reply is not None:
+            self._deferred.add(reply)
         return reply
 
     # -- the mailbox loop ----------------------------------------------------------------
@@ -333,4 +338,6 @@ class Actor:
         if self._reply is not None:  # stopped mid-handler: its asker must not wait forever
             self._reply.fail(ActorStopped(self.name, self._current))
             self._reply = None
+        for reply in list(self._deferred):  # answers promised for later (settled: a no-op)
+            reply.fail(ActorStopped(self.name, reply._message))
         self._receive.close()

@@ -54,21 +54,27 @@ def check_json(*argv: str, code: int, capsys: pytest.CaptureFixture[str]) -> dic
 Edit = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def edited(source: Path, tmp_path: Path, event: str, nth: int, edit: Edit) -> tuple[Path, int]:
-    """A copy of a run whose ``nth`` line of ``event`` is changed; and that line's number."""
-    target = tmp_path / "edited"
+def rewritten(source: Path, target: Path, rewrite: Callable[[list[bytes]], None]) -> Path:
+    """A copy of a run whose log lines ``rewrite`` changes in place."""
     shutil.copytree(source, target)
     lines = (target / "log.jsonl").read_bytes().splitlines()
-    seen = 0
-    for number, raw in enumerate(lines, 1):
-        record = orjson.loads(raw)
-        if record["event"] == event:
-            seen += 1
-            if seen == nth:
-                lines[number - 1] = orjson.dumps(edit(record))
-                (target / "log.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-                return target, number
-    raise AssertionError(f"fewer than {nth} {event} lines")
+    rewrite(lines)
+    (target / "log.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return target
+
+
+def edited(source: Path, tmp_path: Path, event: str, nth: int, edit: Edit) -> tuple[Path, int]:
+    """A copy of a run whose ``nth`` line of ``event`` is changed; and that line's number."""
+    lines = (source / "log.jsonl").read_bytes().splitlines()
+    numbers = [n for n, raw in enumerate(lines, 1) if orjson.loads(raw)["event"] == event]
+    if len(numbers) < nth:
+        raise AssertionError(f"fewer than {nth} {event} lines")
+    number = numbers[nth - 1]
+
+    def edit_line(lines: list[bytes]) -> None:
+        lines[number - 1] = orjson.dumps(edit(orjson.loads(lines[number - 1])))
+
+    return rewritten(source, tmp_path / "edited", edit_line), number
 
 
 def first_violation(document: dict[str, Any]) -> dict[str, Any]:
@@ -123,14 +129,12 @@ def test_discard_after_the_report_came_back_is_caught(
     debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Move a report_done before its report's last discard: the page was back in use."""
-    target = tmp_path / "reordered"
-    shutil.copytree(debug_run, target)
-    lines = (target / "log.jsonl").read_bytes().splitlines()
-    records = [orjson.loads(raw) for raw in lines]
+    records = [orjson.loads(raw) for raw in (debug_run / "log.jsonl").read_bytes().splitlines()]
     done = next(i for i, r in enumerate(records) if r["event"] == "report_done" and r["acked"])
     discard = max(i for i in range(done) if records[i]["event"] == "discard")
-    lines.insert(discard, lines.pop(done))
-    (target / "log.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    target = rewritten(
+        debug_run, tmp_path / "reordered", lambda lines: lines.insert(discard, lines.pop(done))
+    )
     violation = first_violation(check_json(str(target), code=1, capsys=capsys))
     assert violation["check"] == "discard_in_flight" and violation["line"] == discard + 2
     assert "put back at line" in violation["message"]
@@ -148,13 +152,11 @@ def test_a_report_done_for_no_report_is_caught(
 def test_a_block_in_two_reports_at_once_is_caught(
     info_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    target = tmp_path / "twice"
-    shutil.copytree(info_run, target)
-    lines = (target / "log.jsonl").read_bytes().splitlines()
+    lines = (info_run / "log.jsonl").read_bytes().splitlines()
     first = next(i for i, raw in enumerate(lines) if b'"event":"report"' in raw)
-    again = {**orjson.loads(lines[first]), "token": 1000}
-    lines.insert(first + 1, orjson.dumps(again))  # its blocks are still in report 0
-    (target / "log.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    again = orjson.dumps({**orjson.loads(lines[first]), "token": 1000})
+    # its blocks are still in report 0
+    target = rewritten(info_run, tmp_path / "twice", lambda lines: lines.insert(first + 1, again))
     violation = first_violation(check_json(str(target), code=1, capsys=capsys))
     assert violation["check"] == "report_ledger" and violation["line"] == first + 2
     assert "is still in flight: a page on two lists" in violation["message"]
