@@ -24,10 +24,10 @@ from pagehint.protocol.units import PAGE_SHIFT
 from pagehint.protocol.virtqueue import VirtQueue
 from pagehint.runtime import Actor, PagehintError, handles
 
-from .buddy import BlockState, BuddyAllocator
-from .costs import Costs
 from .device import BalloonDevice
-from .host_memory import GuestBacking
+from .mm.buddy import BlockState, BuddyAllocator
+from .mm.costs import Costs
+from .mm.host_memory import GuestBacking
 
 
 class DiscardedPageInUse(PagehintError):

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from pagehint.runtime import Actor, TimeSeries
 
-from .buddy import InvariantViolation
-from .host_memory import GuestBacking
+from .mm.buddy import InvariantViolation
+from .mm.host_memory import GuestBacking
 from .vcpu import VCpu
 from .worker import HintingWorker
 from .zone import Zone

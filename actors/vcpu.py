@@ -17,9 +17,9 @@ import attrs
 from pagehint.protocol.messages import ZoneAlloc, ZoneFree
 from pagehint.runtime import Actor
 
-from .buddy import InvariantViolation
-from .costs import Costs
-from .host_memory import GuestBacking
+from .mm.buddy import InvariantViolation
+from .mm.costs import Costs
+from .mm.host_memory import GuestBacking
 from .workloads import Loop, Map, Op, Think, Unmap, Workload
 from .zone import Zone
 

@@ -26,8 +26,8 @@ from pagehint.protocol.messages import (
 )
 from pagehint.runtime import Actor, handles
 
-from .buddy import BuddyAllocator
-from .policies import Batch, Policy
+from .designs import Batch, Policy
+from .mm.buddy import BuddyAllocator
 from .zone import Zone
 
 

@@ -30,8 +30,8 @@ import trio
 from pagehint.protocol.messages import ZoneAlloc, ZoneFree, ZoneWork
 from pagehint.runtime import Actor, Histogram, Reply, TimedLock, handles
 
-from .buddy import BuddyAllocator
-from .costs import Costs
+from .mm.buddy import BuddyAllocator
+from .mm.costs import Costs
 
 FreeHook = Callable[[int, int, str], None]
 ZoneRequest = ZoneAlloc | ZoneFree | ZoneWork

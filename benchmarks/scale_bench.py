@@ -48,9 +48,9 @@ from _stats import STATS, spread
 from rich.console import Console
 from rich.table import Table
 
-from pagehint.actors.buddy import BuddyAllocator
-from pagehint.actors.outcomes import summarise
+from pagehint.actors.mm.buddy import BuddyAllocator
 from pagehint.actors.scenario import MODEL, build
+from pagehint.actors.scenario.outcomes import summarise
 from pagehint.protocol.units import format_duration, parse_duration
 from pagehint.runtime import NS_PER_S, ActorSystem, run_simulation
 

@@ -27,7 +27,7 @@ from _stats import interleave, spread
 from rich.console import Console
 from rich.table import Table
 
-from pagehint.runtime.sweep import RunSpec, execute_all, expand, load_sweep, open_executor
+from pagehint.runtime.harness.sweep import RunSpec, execute_all, expand, load_sweep, open_executor
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RUNS = 40

@@ -67,10 +67,10 @@ from rich.console import Console
 from rich.table import Table
 
 from pagehint.actors import workloads
-from pagehint.actors.buddy import InvariantViolation
-from pagehint.actors.outcomes import summarise
+from pagehint.actors.mm.buddy import InvariantViolation
 from pagehint.actors.scenario import MODEL, build
-from pagehint.actors.schema import PageFault1, Scenario
+from pagehint.actors.scenario.outcomes import summarise
+from pagehint.actors.scenario.schema import PageFault1, Scenario
 from pagehint.protocol.units import format_duration, pages, parse_duration
 from pagehint.runtime import ActorSystem, run_simulation
 

@@ -12,10 +12,12 @@ import orjson
 import pytest
 
 from pagehint.actors import analysis
+from pagehint.actors.analysis import cli as analyze_cli
 from pagehint.actors.analysis import open_run
+from pagehint.actors.analysis.plots import write_plots
 from pagehint.runtime import PagehintError
-from pagehint.runtime.cli import main
-from pagehint.runtime.logdb import CorruptLine, EmptyLog, LogError, NotARun, SchemaMismatch
+from pagehint.runtime.harness.cli import main
+from pagehint.runtime.harness.logdb import CorruptLine, EmptyLog, LogError, NotARun, SchemaMismatch
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 # Small and short: a 1 GiB guest whose vCPUs free 128 MiB each, reported by the scanner.
@@ -53,8 +55,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def analyze(*argv: str) -> int:
     parser = argparse.ArgumentParser()
-    analysis.add_arguments(parser)
-    return analysis.command(parser.parse_args(list(argv)))
+    analyze_cli.add_arguments(parser)
+    return analyze_cli.command(parser.parse_args(list(argv)))
 
 
 def summary(run_dir: Path) -> dict[str, Any]:
@@ -124,7 +126,7 @@ def test_lock_wait_counts_every_vcpu_request_at_debug_level(debug_run: Path) -> 
 def test_info_level_logs_say_what_they_cannot_show(sweep: Path) -> None:
     with open_run(sweep / "scanner-1") as db:
         assert rows(db.report("lock_wait")) == []
-        notes = analysis.report_notes(db, "lock_wait")
+        notes = db.notes("lock_wait")
         (host,) = rows(db.report("host"))
     assert any("info-level" in note and "run.log_level=debug" in note for note in notes)
     assert host["discards"] is None  # unknown, not zero
@@ -318,7 +320,7 @@ def test_plots_are_written(
 def test_plots_of_a_sweep_leave_out_what_info_logs_lack(sweep: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     with open_run(sweep) as db:
-        written, skipped = analysis.write_plots(db, tmp_path)
+        written, skipped = write_plots(db, tmp_path)
     assert {path.name for path in written} == {"memory.png", "returned.png", "worker_timeline.png"}
     assert any("lock_wait.png" in note for note in skipped)
     assert all(path.read_bytes().startswith(PNG) for path in written)

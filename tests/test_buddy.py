@@ -18,7 +18,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from pagehint.actors.buddy import (
+from pagehint.actors.mm.buddy import (
     AllocatorError,
     Block,
     BlockState,

@@ -11,9 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from pagehint.actors import check
-from pagehint.actors.analysis import open_run
-from pagehint.runtime.cli import main
+from pagehint.actors.analysis import check, open_run
+from pagehint.runtime.harness.cli import main
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 SHORT = ["run.duration=300ms", "run.baseline=false", "guest.memory=1GiB", "workload.size=128MiB"]

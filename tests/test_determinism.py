@@ -18,7 +18,7 @@ from pagehint.runtime.determinism import trio_supports_deterministic_scheduling
 PROGRAM = """
 import sys
 from pagehint.runtime import RunLog, run_simulation
-from pagehint.runtime.demo import run_demo
+from pagehint.runtime.harness.demo import run_demo
 
 seed = int(sys.argv[1])
 with open(sys.argv[2], "wb") as log_file:

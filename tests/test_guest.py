@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import trio
 
-from pagehint.actors.buddy import BuddyAllocator
-from pagehint.actors.costs import Costs
+from pagehint.actors.mm.buddy import BuddyAllocator
+from pagehint.actors.mm.costs import Costs
 from pagehint.actors.scenario import MODEL, Scenario, build_guest
 from pagehint.actors.zone import Zone
 from pagehint.protocol.messages import ZoneAlloc, ZoneFree

@@ -11,14 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pagehint.actors import scenario as scenario_module
-from pagehint.actors.buddy import BlockState, BuddyAllocator
+from pagehint.actors.designs import Batch, PageReportingPolicy
 from pagehint.actors.host import DiscardedPageInUse
-from pagehint.actors.host_memory import GuestBacking
-from pagehint.actors.policies import Batch, PageReportingPolicy
-from pagehint.actors.scenario import MODEL, Scenario, build
+from pagehint.actors.mm.buddy import BlockState, BuddyAllocator
+from pagehint.actors.mm.host_memory import GuestBacking
+from pagehint.actors.scenario import MODEL, Scenario, build, building
 from pagehint.runtime import ActorCrashed, ActorSystem, MemoryLog, run_simulation
-from pagehint.runtime.config import load_toml
+from pagehint.runtime.harness.config import load_toml
 
 MiB = 1 << 20
 POLICIES = ["scanner", "page_reporting", "percpu_capture", "bitmap"]
@@ -99,7 +98,7 @@ def test_host_discarding_a_page_the_guest_may_use_fails_the_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(
-        scenario_module,
+        building,
         "make_policy",
         lambda config: _ReportsWithoutIsolating(32, 9, 11, 10_000_000),
     )
@@ -295,10 +294,10 @@ def test_asynchronous_reports_wait_for_room_when_the_virtqueue_is_full() -> None
 def test_a_violated_invariant_exits_1_and_leaves_no_summary(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pagehint.runtime.cli import main
+    from pagehint.runtime.harness.cli import main
 
     monkeypatch.setattr(
-        scenario_module,
+        building,
         "make_policy",
         lambda config: _ReportsWithoutIsolating(32, 9, 11, 10_000_000),
     )

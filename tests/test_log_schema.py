@@ -17,7 +17,7 @@ import pytest
 
 from pagehint.actors.analysis import FIELDS
 from pagehint.runtime import LOG_SCHEMA_VERSION
-from pagehint.runtime.cli import main
+from pagehint.runtime.harness.cli import main
 
 ROOT = Path(__file__).parent.parent
 DOC = ROOT / "docs" / "log-schema.md"

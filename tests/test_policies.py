@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pagehint.actors.buddy import BlockState, BuddyAllocator
-from pagehint.actors.policies import (
-    ACTIVE,
-    IDLE,
-    REQUESTED,
+from pagehint.actors.designs import (
     BitmapPolicy,
     PageReportingPolicy,
     PercpuCapturePolicy,
     ScannerPolicy,
 )
+from pagehint.actors.designs.page_reporting import ACTIVE, IDLE, REQUESTED
+from pagehint.actors.mm.buddy import BlockState, BuddyAllocator
 
 MAX_ORDER = 11
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pagehint.runtime.cli import main
+from pagehint.runtime.harness.cli import main
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 SHORT = ["--set", "run.duration=20ms", "--set", "guest.memory=512MiB", "--set", "guest.vcpus=2"]
@@ -52,7 +52,7 @@ def test_seeded_run_is_identical_in_two_processes(tmp_path: Path) -> None:
     logs = []
     for hash_seed in ("0", "977"):
         out = tmp_path / f"hash{hash_seed}"
-        command = [sys.executable, "-m", "pagehint.runtime.cli", "run"]
+        command = [sys.executable, "-m", "pagehint.runtime.harness.cli", "run"]
         command += [str(CONFIGS / "churn.toml"), "--out", str(out), *SHORT, "--seed", "5"]
         command += ["--set", "run.log_level=debug"]
         subprocess.run(command, check=True, env=dict(os.environ, PYTHONHASHSEED=hash_seed))
@@ -131,7 +131,7 @@ def test_running_out_of_memory_is_an_event_not_a_crash(tmp_path: Path) -> None:
 
 def test_every_shipped_config_loads() -> None:
     from pagehint.actors.scenario import MODEL
-    from pagehint.runtime.config import load_toml
+    from pagehint.runtime.harness.config import load_toml
 
     for path in sorted(CONFIGS.glob("*.toml")):
         MODEL.load(load_toml(path), str(path))
@@ -141,7 +141,7 @@ def test_outside_a_checkout_the_installed_examples_are_run_by_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pagehint.actors.scenario import MODEL
-    from pagehint.runtime.config import load_toml
+    from pagehint.runtime.harness.config import load_toml
 
     monkeypatch.chdir(tmp_path)  # no configs/ here: what a user of an installed pagehint sees
     installed = {path.name for path in MODEL.examples.glob("*.toml")}

@@ -12,10 +12,10 @@ import pytest
 
 from pagehint.actors.scenario import GuestModel
 from pagehint.runtime import ActorSystem
-from pagehint.runtime.cli import main
-from pagehint.runtime.config import load_toml
-from pagehint.runtime.model import RunFailed
-from pagehint.runtime.sweep import execute_all, expand, load_sweep
+from pagehint.runtime.harness.cli import main
+from pagehint.runtime.harness.config import load_toml
+from pagehint.runtime.harness.model import RunFailed
+from pagehint.runtime.harness.sweep import execute_all, expand, load_sweep
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 FAST = {"run.duration": "5ms", "run.baseline": False, "guest.memory": "256MiB"}

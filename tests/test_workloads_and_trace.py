@@ -9,9 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pagehint.actors import workloads
-from pagehint.actors.host_memory import GuestBacking
-from pagehint.actors.trace import TraceError, parse_perf_script
-from pagehint.actors.workloads import Loop, Map, Think, Unmap
+from pagehint.actors.mm.host_memory import GuestBacking
+from pagehint.actors.workloads import Loop, Map, Think, TraceError, Unmap, parse_perf_script
 
 
 def test_page_fault1_maps_touches_and_unmaps_in_a_loop() -> None:

@@ -27,9 +27,9 @@ from typing import Any
 
 import simpy
 
-from pagehint.actors.buddy import BuddyAllocator
-from pagehint.actors.costs import Costs
-from pagehint.actors.host_memory import GuestBacking
+from pagehint.actors.mm.buddy import BuddyAllocator
+from pagehint.actors.mm.costs import Costs
+from pagehint.actors.mm.host_memory import GuestBacking
 from pagehint.actors.workloads import Loop, Map, Think, Unmap, Workload
 
 Process = Generator[simpy.Event, Any, Any]

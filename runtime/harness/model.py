@@ -18,10 +18,10 @@ from typing import Any, Protocol
 import orjson
 from rich.table import Table
 
+from ..errors import ActorCrashed, PagehintError
+from ..log import RunLog
+from ..system import ActorSystem, run_simulation
 from .config import ConfigError, config_hash, to_toml
-from .errors import ActorCrashed, PagehintError
-from .log import RunLog
-from .system import ActorSystem, run_simulation
 
 MODEL_ENTRY_POINT_GROUP = "pagehint.models"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,8 @@ import attrs
 import duckdb
 import orjson
 
-from .errors import PagehintError
-from .log import LOG_SCHEMA_VERSION
+from ..errors import PagehintError
+from ..log import LOG_SCHEMA_VERSION
 
 LOG_NAME = "log.jsonl"
 COMMON = {"t": "BIGINT", "actor": "VARCHAR", "level": "VARCHAR", "event": "VARCHAR"}
@@ -130,6 +130,8 @@ class Report:
     series: bool = False  # one row per instant or time bucket: long, shown thinned
     per_run: bool = False  # never averaged over seeds: one row per run, even in a sweep
     about: str = ""
+    # What a reader must know about this report on these logs: what is missing, and why.
+    notes: Callable[[LogDB], list[str]] = lambda db: []
 
 
 def _check_record(raw: bytes) -> str | None:
@@ -617,6 +619,10 @@ class LogDB:
     def report(self, name: str, *, by_factors: bool = True) -> duckdb.DuckDBPyRelation:
         """A canned report; over several runs, keyed by the sweep's factors."""
         return self.con.sql(self.report_sql(name, by_factors=by_factors))
+
+    def notes(self, name: str) -> list[str]:
+        """What a reader must know about report ``name`` on these logs."""
+        return self.reports[name].notes(self)
 
     def _grouped(self, report: Report) -> str:
         """The report with the runs' factors in front; averaged over seeds where replicated."""

@@ -37,6 +37,7 @@ import orjson
 from rich.markup import escape
 from rich.table import Table
 
+from ..determinism import derive_seed
 from .config import (
     ConfigError,
     apply_values,
@@ -46,7 +47,6 @@ from .config import (
     suggest,
     to_toml,
 )
-from .determinism import derive_seed
 from .model import Model, execute, load_model
 
 SWEEP_KEYS = ("base", "seed", "replicates", "paired", "set", "grid", "zip")

@@ -24,7 +24,7 @@ import cattrs
 import tomli_w
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
-from .errors import PagehintError
+from ..errors import PagehintError
 
 _C = TypeVar("_C")
 

@@ -22,10 +22,10 @@ from pagehint.protocol.units import (
     parse_size,
 )
 from pagehint.runtime import NS_PER_S
-from pagehint.runtime.config import make_converter
+from pagehint.runtime.harness.config import make_converter
 
-from .buddy import Watermarks
-from .costs import Costs
+from ..mm.buddy import Watermarks
+from ..mm.costs import Costs
 
 # -- the schema ------------------------------------------------------------------------------
 

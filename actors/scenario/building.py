@@ -1,65 +1,45 @@
-"""The guest scenario: how a scenario (``schema.py``) is built into actors and run.
-
-One or more guests (zone, vCPUs, monitor, balloon device, hinting worker) on one host. The model
-is registered as the ``guest`` entry point of ``pagehint.models``, so ``pagehint run`` finds it.
-"""
+"""How a scenario (``schema.py``) is built into actors: one or more guests (zone, vCPUs,
+monitor, balloon device, hinting worker) on one host."""
 
 from __future__ import annotations
 
 import functools
-import importlib.util
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import attrs
-from rich.table import Table
 
 from pagehint.protocol.messages import WakeWorker
 from pagehint.protocol.units import pages
 from pagehint.protocol.virtqueue import VirtQueue
 from pagehint.runtime import ActorSystem, stream_for
-from pagehint.runtime.config import ConfigError, explain, structure
+from pagehint.runtime.harness.config import ConfigError
 
-from . import workloads
-from .buddy import BuddyAllocator
-from .device import (
+from .. import workloads
+from ..designs import BitmapPolicy, PageReportingPolicy, PercpuCapturePolicy, Policy, ScannerPolicy
+from ..device import (
     VIRTIO_BALLOON_F_PAGE_POISON,
     VIRTIO_BALLOON_F_REPORTING,
     BalloonDevice,
     negotiate,
 )
-from .host import Fault, Host, HostedGuest
-from .host_memory import GuestBacking
-from .monitor import Monitor
-from .outcomes import format_metric, headline, summarise, summary_table
-from .policies import (
-    BitmapPolicy,
-    PageReportingPolicy,
-    PercpuCapturePolicy,
-    Policy,
-    ScannerPolicy,
-)
+from ..host import Fault, Host, HostedGuest
+from ..mm.buddy import BuddyAllocator
+from ..mm.host_memory import GuestBacking
+from ..monitor import Monitor
+from ..vcpu import PcpLimits, VCpu
+from ..worker import HintingWorker
+from ..workloads import Trace, TraceError, TraceEvent, parse_perf_script
+from ..zone import Zone
 from .schema import (
-    CONVERTER,
     Churn,
     Idle,
     Memhog,
     PageFault1,
     PageFault2,
-    PolicySection,
     Scenario,
     TraceReplay,
-    check_scenario,
     policy_defaults,
     queue_size,
 )
-from .trace import Trace, TraceError, TraceEvent, parse_perf_script
-from .vcpu import PcpLimits, VCpu
-from .worker import HintingWorker
-from .zone import Zone
-
-# -- running ---------------------------------------------------------------------------------
 
 
 def _workload_for(
@@ -272,89 +252,3 @@ def build(system: ActorSystem, scenario: Scenario) -> Machine:
 def build_guest(system: ActorSystem, scenario: Scenario) -> Guest:
     """Build a one-guest scenario and return its guest (for tests and notebooks)."""
     return build(system, scenario).guests[0]
-
-
-class GuestModel:
-    """The guest model, registered as the ``guest`` entry point of ``pagehint.models``."""
-
-    name = "guest"
-
-    @functools.cached_property
-    def examples(self) -> Path:
-        """The project's configs/, installed as the data package ``pagehint.configs``."""
-        spec = importlib.util.find_spec("pagehint.configs")
-        if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError("pagehint is installed without its scenario files")
-        return Path(next(iter(spec.submodule_search_locations)))
-
-    def load(self, document: dict[str, Any], source: str) -> Scenario:
-        scenario = structure(CONVERTER, document, Scenario, source)
-        problems = check_scenario(scenario)
-        if problems:
-            raise ConfigError(source, problems)
-        workload = scenario.workload
-        if isinstance(workload, TraceReplay):
-            # Relative to the scenario file, and resolved now so config.toml re-runs anywhere.
-            base = Path(source).parent if source.endswith(".toml") else Path.cwd()
-            path = str((base / workload.path).resolve())
-            scenario = attrs.evolve(scenario, workload=attrs.evolve(workload, path=path))
-            read_trace(path)  # a bad trace is bad input: report it before the run starts
-        return scenario
-
-    def explain(self) -> list[str]:
-        return explain(Scenario, CONVERTER)
-
-    def unstructure(self, config: Scenario) -> dict[str, Any]:
-        document: dict[str, Any] = CONVERTER.unstructure(config)
-        return document
-
-    def seed(self, config: Scenario) -> int:
-        return config.run.seed
-
-    def with_seed(self, config: Scenario, seed: int) -> Scenario:
-        return attrs.evolve(config, run=attrs.evolve(config.run, seed=seed))
-
-    def log_level(self, config: Scenario) -> str:
-        return config.run.log_level
-
-    def baseline(self, config: Scenario) -> Scenario | None:
-        """The same scenario and seed without hinting, to measure what hinting costs."""
-        if config.policy.name == "none" or not config.run.baseline:
-            return None
-        return attrs.evolve(config, policy=PolicySection(name="none"))
-
-    def fold_baseline(self, summary: dict[str, Any], baseline: Mapping[str, Any]) -> None:
-        ours = summary["workload"]["faults"]
-        theirs = baseline["workload"]["faults"]
-        summary["throughput_rel_to_none"] = round(ours / theirs, 4) if theirs else None
-        summary["baseline"] = {
-            "faults": theirs,
-            "rss_bytes_end": baseline["host"]["rss_bytes_end"],
-            "lock_wait_ns": baseline["lock_wait_ns"],
-        }
-
-    async def run(self, system: ActorSystem, config: Scenario) -> dict[str, Any]:
-        machine = build(system, config)
-        await system.sleep_until_ns(config.run.duration)
-        for guest in machine.guests:
-            guest.monitor.sample()  # the final sample, with a last conservation check
-            guest.zone.allocator.check_invariants()
-        summary = summarise(
-            (config.policy.name, config.workload.name), machine, config.run.duration
-        )
-        if config.policy.name == "none":
-            summary["throughput_rel_to_none"] = 1.0
-        system.log.info("run_end", **{k: v for k, v in summary.items() if k != "about"})
-        return summary
-
-    def summary_table(self, summary: Mapping[str, Any]) -> Table:
-        return summary_table(summary)
-
-    def headline(self, summary: Mapping[str, Any]) -> dict[str, Any]:
-        return headline(summary)
-
-    def format_metric(self, name: str, value: Any) -> str:
-        return format_metric(name, value)
-
-
-MODEL = GuestModel()

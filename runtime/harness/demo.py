@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import attrs
 
-from .actor import Actor, handles
-from .system import ActorSystem
+from ..actor import Actor, handles
+from ..system import ActorSystem
 
 
 @attrs.frozen

@@ -16,8 +16,8 @@ from pagehint.protocol.units import PAGE_SIZE, format_duration, format_size
 from pagehint.runtime import NS_PER_S, Histogram, TimeSeries
 
 if TYPE_CHECKING:
-    from .host import Host
-    from .scenario import Guest, Machine
+    from ..host import Host
+    from .building import Guest, Machine
 
 RETURN_LEVELS = ("50", "90", "99")
 

@@ -5,7 +5,8 @@ Record on a real guest with::
     perf record -e kmem:mm_page_alloc -e kmem:mm_page_free -a -- sleep 10
     perf script > trace.txt
 
-Each event line looks like (comm, pid, [cpu], timestamp in seconds, event, fields)::
+and replay it on the guest's vCPUs (``workload.name = "trace"``). Each event line looks like
+(comm, pid, [cpu], timestamp in seconds, event, fields)::
 
     bash  2314 [002]  7321.204525: kmem:mm_page_alloc: page=0xffffd4f0c1a2b3c0 pfn=0x686c8 \
 order=0 migratetype=0 gfp_flags=GFP_KERNEL
@@ -20,12 +21,15 @@ other line is an error naming its line number.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import attrs
 
 from pagehint.runtime import PagehintError
+
+from .ops import Loop, Map, Think, Unmap, Workload
+from .synthetic import idle
 
 _LINE = re.compile(
     r"^\s*(?P<comm>.*?)\s+(?P<pid>\d+)(?:/\d+)?\s+\[(?P<cpu>\d+)\]\s+"
@@ -101,3 +105,35 @@ def parse_perf_script(lines: Iterable[str], source: str = "<trace>") -> Trace:
         events.append(TraceEvent(time_ns, int(match["cpu"]), kind, pfn, order))
     events.sort(key=lambda event: event.time_ns)  # perf merges per-CPU buffers, mostly sorted
     return Trace(events, skipped)
+
+
+def split_by_cpu(events: Sequence[TraceEvent], vcpus: int) -> list[list[TraceEvent]]:
+    """Each traced CPU's events go to vCPU ``cpu % vcpus``, keeping their order."""
+    shares: list[list[TraceEvent]] = [[] for _ in range(vcpus)]
+    for event in events:
+        shares[event.cpu % vcpus].append(event)
+    return shares
+
+
+def replay(events: Sequence[TraceEvent], start_ns: int, time_scale: float) -> Workload:
+    """Replay one CPU's share of a recorded trace, keeping the recorded gaps (scaled).
+
+    Each allocated block becomes a region keyed by its traced pfn; a free of a pfn whose
+    allocation the trace does not contain (allocated before tracing began) is skipped.
+    """
+    now = 0
+    live: set[int] = set()
+    for event in events:
+        due = round((event.time_ns - start_ns) * time_scale)
+        if due > now:
+            now = yield Think(due - now)
+        if event.kind == "alloc":
+            if event.pfn in live:  # allocated twice without a free in between: free first
+                now = yield Unmap(event.pfn)
+            live.add(event.pfn)
+            now = yield Map(event.pfn, 1 << event.order, event.order)
+            yield Loop()
+        elif event.pfn in live:
+            live.discard(event.pfn)
+            now = yield Unmap(event.pfn)
+    yield from idle()

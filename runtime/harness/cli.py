@@ -17,10 +17,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..errors import PagehintError
+from ..log import RunLog
+from ..system import ActorSystem, run_simulation
+from ..version import VERSION
 from .config import ConfigError, apply_overrides, apply_values, flatten, load_toml, to_toml
 from .demo import run_demo
-from .errors import PagehintError
-from .log import RunLog
 from .model import Model, execute, load_model
 from .sweep import (
     comparison_spec,
@@ -32,8 +34,6 @@ from .sweep import (
     sweep_table,
     validate,
 )
-from .system import ActorSystem, run_simulation
-from .version import VERSION
 
 DEFAULT_SCENARIO = Path("configs/default.toml")
 COMMAND_ENTRY_POINT_GROUP = "pagehint.commands"

@@ -31,9 +31,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from pagehint.runtime.logdb import LogDB, LogError
+from pagehint.runtime.harness.logdb import LogDB, LogError
 
-from .analysis import open_run
+from .database import open_run
 
 CHECKS = ("conservation", "report_ledger", "discard_in_flight", "isolated_at_end")
 _BATCH = 10_000

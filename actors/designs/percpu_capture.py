@@ -1,0 +1,67 @@
+"""``percpu_capture``: Nitesh Narayan Lal's v9 series.
+
+Per-CPU arrays of freed MAX_ORDER-1 blocks, hinting at 128 captured, two allocations per hint,
+an asynchronous host.
+"""
+
+from __future__ import annotations
+
+from ..mm.buddy import BlockState, BuddyAllocator
+from .base import Batch, Block, Policy
+
+
+class PercpuCapturePolicy(Policy):
+    """Nitesh v9: per-CPU arrays captured at free time, hinted when 128 are captured."""
+
+    name = "percpu_capture"
+    synchronous = False
+    allocations_per_report = 2  # "2 allocations that have to occur every time we provide a hint"
+
+    def __init__(
+        self,
+        capacity: int,
+        min_order: int,
+        max_order: int,
+        delay_ns: int = 0,
+        *,
+        array_size: int = 256,
+        threshold: int = 128,
+    ) -> None:
+        super().__init__(capacity, min_order, max_order, delay_ns)
+        self.array_size = array_size
+        self.threshold = threshold
+        self.arrays: dict[str, list[Block]] = {}
+        self._ready: list[str] = []  # CPUs whose array reached the threshold, in order
+
+    def on_free(self, pfn: int, order: int, requester: str) -> bool:
+        if order < self.min_order:
+            return False
+        array = self.arrays.setdefault(requester, [])
+        if len(array) >= self.array_size:
+            self.lost_hints += 1  # the buffer overran: this hint is lost
+            return False
+        array.append((pfn, order))
+        if len(array) == self.threshold:
+            self._ready.append(requester)
+            return True
+        return False
+
+    def fill(self, allocator: BuddyAllocator) -> Batch:
+        while self._ready:
+            cpu = self._ready[0]
+            array = self.arrays[cpu]
+            captured = sorted(array[: self.capacity])
+            del array[: self.capacity]
+            if len(array) < self.threshold:
+                self._ready.pop(0)
+            blocks: list[Block] = []
+            for pfn, order in captured:
+                block = allocator.block_at(pfn)
+                # Still free at the captured order (it may since have been allocated or merged).
+                still_free = block.state is BlockState.FREE and not block.reported
+                same_block = (block.pfn, block.order) == (pfn, order)
+                if same_block and still_free and allocator.isolate(pfn, order):
+                    blocks.append((pfn, order))
+            if blocks:
+                return Batch(tuple(blocks), len(captured), last=not self._ready)
+        return Batch((), 0, last=True)

@@ -1,0 +1,75 @@
+"""``scanner``: Duyck's April 2019 proposal, the seed thread's "simple scanner".
+
+Wake at 2x a batch of freed pages not yet hinted (``nr_freed`` against its value at the last
+hint), isolate non-offline blocks of MAX_ORDER-1 and MAX_ORDER-2 up to 64 MiB, mark them offline
+and enqueue them at the tail on return; stop when a full set cannot be filled (a NIC Rx softirq).
+"""
+
+from __future__ import annotations
+
+from ..mm.buddy import BuddyAllocator
+from .base import Batch, Block, Policy
+
+
+class ScannerPolicy(Policy):
+    """Duyck's scanner from the seed thread: a NAPI-style worker over a high-water mark."""
+
+    name = "scanner"
+
+    def __init__(
+        self,
+        capacity: int,
+        min_order: int,
+        max_order: int,
+        delay_ns: int = 0,
+        *,
+        batch_pages: int = 16384,
+    ) -> None:
+        super().__init__(capacity, min_order, max_order, delay_ns)
+        self.batch_pages = batch_pages  # 64 MiB: the most isolated at once
+        self.nr_freed = 0  # pages freed at the hinted orders (Duyck's nr_freed)
+        self.nr_freed_at_last_hint = 0
+        self.awake = False
+
+    def use_host_batch(self, pages: int) -> None:
+        self.batch_pages = max(1 << self.min_order, pages)
+
+    def fill_ratio(self, batch: Batch) -> float:
+        return min(1.0, max(len(batch.blocks) / self.capacity, batch.pages / self.batch_pages))
+
+    def on_free(self, pfn: int, order: int, requester: str) -> bool:
+        if order < self.min_order:
+            return False
+        self.nr_freed += 1 << order
+        if self.awake or self.nr_freed - self.nr_freed_at_last_hint < 2 * self.batch_pages:
+            return False
+        self.awake = True  # the interrupt fires once; the worker polls until it runs dry
+        return True
+
+    def fill(self, allocator: BuddyAllocator) -> Batch:
+        # Offline (reported) blocks are aggregated at the tail, so a head walk that meets one
+        # has seen every unreported block of that order.
+        blocks: list[Block] = []
+        examined = 0
+        room_pages = self.batch_pages
+        for order in range(self.max_order - 1, self.min_order - 1, -1):
+            pfn = allocator.first_free(order)
+            while pfn is not None and room_pages >= 1 << order and len(blocks) < self.capacity:
+                following = allocator.next_free(pfn)
+                examined += 1
+                if allocator.is_reported(pfn) or not allocator.isolate(pfn, order):
+                    break
+                blocks.append((pfn, order))
+                room_pages -= 1 << order
+                pfn = following
+        self.nr_freed_at_last_hint = self.nr_freed
+        full = room_pages < 1 << self.min_order or len(blocks) == self.capacity
+        return Batch(tuple(blocks), examined, last=not full)
+
+    def drain(self, allocator: BuddyAllocator, batch: Batch, reported: bool) -> None:
+        for pfn, order in batch.blocks:  # mark offline, enqueue at the tail
+            allocator.putback(pfn, order, reported=reported, to_tail=reported)
+
+    def end_pass(self) -> bool:
+        self.awake = False  # re-armed: the next 2x high-water mark wakes it again
+        return False
