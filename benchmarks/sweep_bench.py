@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import shutil
 import tempfile
 import time
@@ -94,7 +95,7 @@ def measure(repeats: int, duration: str) -> dict[str, Any]:
         workdir = Path(tmp)
         specs = sweep_specs(duration, workdir)
         variants: dict[str, Callable[[], float]] = {
-            name: (lambda executor=executor: timed_sweep(specs, workdir, executor))
+            name: functools.partial(timed_sweep, specs, workdir, executor)
             for name, executor in (("serial", serial), ("workers_2", pool), ("dask_2", dask))
         }
         samples = interleave(variants, repeats, warmup_rounds=1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,8 @@ from pagehint.runtime import PagehintError
 from pagehint.runtime.harness.cli import main
 from pagehint.runtime.harness.logdb import CorruptLine, EmptyLog, LogError, NotARun, SchemaMismatch
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+from conftest import copy_run, read_summary, run_cli, run_command
+
 # Small and short: a 1 GiB guest whose vCPUs free 128 MiB each, reported by the scanner.
 SHORT = [
     "run.duration=300ms",
@@ -27,15 +27,12 @@ SHORT = [
     "guest.memory=1GiB",
     "workload.size=128MiB",
     "run.sample_interval=10ms",
+    "faults=[]",
 ]
 
 
-def run(out: Path, *overrides: str, config: str = "host_stall.toml") -> Path:
-    argv = ["run", str(CONFIGS / config), "--out", str(out)]
-    for override in [*SHORT, "faults=[]", *overrides]:
-        argv += ["--set", override]
-    assert main(argv) == 0
-    return out
+def run(out: Path, *overrides: str) -> Path:
+    return run_cli("host_stall.toml", out, *SHORT, *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +51,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def analyze(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    analyze_cli.add_arguments(parser)
-    return analyze_cli.command(parser.parse_args(list(argv)))
-
-
-def summary(run_dir: Path) -> dict[str, Any]:
-    loaded: dict[str, Any] = orjson.loads((run_dir / "summary.json").read_bytes())
-    return loaded
+    return run_command(analyze_cli, *argv)
 
 
 def rows(relation: Any) -> list[dict[str, Any]]:
@@ -84,7 +74,7 @@ def test_events_view_has_every_line_with_its_number(debug_run: Path) -> None:
 
 
 def test_return_report_recomputes_the_summarys_time_to_return(debug_run: Path) -> None:
-    expected = summary(debug_run)
+    expected = read_summary(debug_run)
     with open_run(debug_run) as db:
         (row,) = rows(db.report("return"))
     assert row["returnable_peak_bytes"] == expected["returnable_peak_bytes"] > 0
@@ -95,7 +85,7 @@ def test_return_report_recomputes_the_summarys_time_to_return(debug_run: Path) -
 
 
 def test_worker_oom_and_host_reports_agree_with_the_summary(debug_run: Path) -> None:
-    expected = summary(debug_run)
+    expected = read_summary(debug_run)
     with open_run(debug_run) as db:
         (worker,) = rows(db.report("worker"))
         (oom,) = rows(db.report("oom"))
@@ -112,7 +102,7 @@ def test_worker_oom_and_host_reports_agree_with_the_summary(debug_run: Path) -> 
 
 
 def test_lock_wait_counts_every_vcpu_request_at_debug_level(debug_run: Path) -> None:
-    expected = summary(debug_run)["lock_wait_ns_by_requester"]["vcpu"]
+    expected = read_summary(debug_run)["lock_wait_ns_by_requester"]["vcpu"]
     with open_run(debug_run) as db:
         by_requester = {row["requester"]: row for row in rows(db.report("lock_wait"))}
         over_time = rows(db.report("lock_wait_over_time"))
@@ -208,11 +198,7 @@ def test_sweep_terminal_output_is_grouped(sweep: Path, capsys: pytest.CaptureFix
 
 # -- bad input -------------------------------------------------------------------------------
 def copy_log(source: Path, tmp_path: Path, edit: Callable[[list[bytes]], list[bytes]]) -> Path:
-    target = tmp_path / "edited"
-    shutil.copytree(source, target)
-    lines = (target / "log.jsonl").read_bytes().splitlines(keepends=True)
-    (target / "log.jsonl").write_bytes(b"".join(edit(lines)))
-    return target
+    return copy_run(source, tmp_path / "edited", edit)
 
 
 def test_an_empty_log(debug_run: Path, tmp_path: Path) -> None:

@@ -425,8 +425,7 @@ def test_splitting_a_reported_block_leaves_unreported_halves() -> None:
         assert b.isolate(pfn, 3)
         b.putback(pfn, 3, reported=True)
     assert b.reported_pages == 64
-    pfn = b.alloc(0)
-    assert pfn is not None
+    assert b.alloc(0) is not None
     halves = free_shape(b) - {(p, 3) for p in range(0, 64, 8)}
     assert len(halves) == 3
     assert not any(b.is_reported(p) for p, _ in halves)
@@ -590,7 +589,7 @@ class BuddyMachine(RuleBasedStateMachine):
         if refused or source is None:
             assert pfn is None
             return
-        assert pfn == heads[source]  # __rmqueue_smallest takes the head
+        assert pfn is not None and pfn == heads[source]  # __rmqueue_smallest takes the head
         self._claim(pfn, order, ALLOCATED)
         self.allocated[pfn] = order
         assert self.hook == []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,18 +10,14 @@ import orjson
 import pytest
 
 from pagehint.actors.analysis import check, open_run
-from pagehint.runtime.harness.cli import main
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+from conftest import copy_run, run_cli, run_command
+
 SHORT = ["run.duration=300ms", "run.baseline=false", "guest.memory=1GiB", "workload.size=128MiB"]
 
 
 def run(out: Path, *overrides: str) -> Path:
-    argv = ["run", str(CONFIGS / "host_stall.toml"), "--out", str(out)]
-    for override in [*SHORT, *overrides]:
-        argv += ["--set", override]
-    assert main(argv) == 0
-    return out
+    return run_cli("host_stall.toml", out, *SHORT, *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -43,23 +37,12 @@ def info_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def check_json(*argv: str, code: int, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser()
-    check.add_arguments(parser)
-    assert check.command(parser.parse_args([*argv, "--json"])) == code
+    assert run_command(check, *argv, "--json") == code
     document: dict[str, Any] = orjson.loads(capsys.readouterr().out)
     return document
 
 
 Edit = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def rewritten(source: Path, target: Path, rewrite: Callable[[list[bytes]], None]) -> Path:
-    """A copy of a run whose log lines ``rewrite`` changes in place."""
-    shutil.copytree(source, target)
-    lines = (target / "log.jsonl").read_bytes().splitlines()
-    rewrite(lines)
-    (target / "log.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    return target
 
 
 def edited(source: Path, tmp_path: Path, event: str, nth: int, edit: Edit) -> tuple[Path, int]:
@@ -70,10 +53,11 @@ def edited(source: Path, tmp_path: Path, event: str, nth: int, edit: Edit) -> tu
         raise AssertionError(f"fewer than {nth} {event} lines")
     number = numbers[nth - 1]
 
-    def edit_line(lines: list[bytes]) -> None:
-        lines[number - 1] = orjson.dumps(edit(orjson.loads(lines[number - 1])))
+    def edit_line(lines: list[bytes]) -> list[bytes]:
+        lines[number - 1] = orjson.dumps(edit(orjson.loads(lines[number - 1]))) + b"\n"
+        return lines
 
-    return rewritten(source, tmp_path / "edited", edit_line), number
+    return copy_run(source, tmp_path / "edited", edit_line), number
 
 
 def first_violation(document: dict[str, Any]) -> dict[str, Any]:
@@ -131,9 +115,12 @@ def test_discard_after_the_report_came_back_is_caught(
     records = [orjson.loads(raw) for raw in (debug_run / "log.jsonl").read_bytes().splitlines()]
     done = next(i for i, r in enumerate(records) if r["event"] == "report_done" and r["acked"])
     discard = max(i for i in range(done) if records[i]["event"] == "discard")
-    target = rewritten(
-        debug_run, tmp_path / "reordered", lambda lines: lines.insert(discard, lines.pop(done))
-    )
+
+    def move_done_before_discard(lines: list[bytes]) -> list[bytes]:
+        lines.insert(discard, lines.pop(done))
+        return lines
+
+    target = copy_run(debug_run, tmp_path / "reordered", move_done_before_discard)
     violation = first_violation(check_json(str(target), code=1, capsys=capsys))
     assert violation["check"] == "discard_in_flight" and violation["line"] == discard + 2
     assert "put back at line" in violation["message"]
@@ -153,9 +140,13 @@ def test_a_block_in_two_reports_at_once_is_caught(
 ) -> None:
     lines = (info_run / "log.jsonl").read_bytes().splitlines()
     first = next(i for i, raw in enumerate(lines) if b'"event":"report"' in raw)
-    again = orjson.dumps({**orjson.loads(lines[first]), "token": 1000})
+    again = orjson.dumps({**orjson.loads(lines[first]), "token": 1000}) + b"\n"
     # its blocks are still in report 0
-    target = rewritten(info_run, tmp_path / "twice", lambda lines: lines.insert(first + 1, again))
+    target = copy_run(
+        info_run,
+        tmp_path / "twice",
+        lambda lines: [*lines[: first + 1], again, *lines[first + 1 :]],
+    )
     violation = first_violation(check_json(str(target), code=1, capsys=capsys))
     assert violation["check"] == "report_ledger" and violation["line"] == first + 2
     assert "is still in flight: a page on two lists" in violation["message"]
@@ -173,9 +164,7 @@ def test_terminal_output_names_file_and_line(
     debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     broken, line = edited(debug_run, tmp_path, "sample", 2, lambda r: {**r, "lent_pages": 0})
-    parser = argparse.ArgumentParser()
-    check.add_arguments(parser)
-    assert check.command(parser.parse_args([str(broken)])) == 1
+    assert run_command(check, str(broken)) == 1
     out = " ".join(capsys.readouterr().out.split())
     assert f"first violation (conservation) at {broken / 'log.jsonl'}:{line}" in out
 
@@ -183,11 +172,11 @@ def test_terminal_output_names_file_and_line(
 def test_a_cut_off_log_is_checked_up_to_its_last_whole_line(
     debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    target = tmp_path / "cut"
-    shutil.copytree(debug_run, target)
-    lines = (target / "log.jsonl").read_bytes().splitlines(keepends=True)
+    lines = (debug_run / "log.jsonl").read_bytes().splitlines(keepends=True)
     report = max(i for i, raw in enumerate(lines) if b'"event":"report"' in raw)
-    (target / "log.jsonl").write_bytes(b"".join(lines[: report + 1]) + lines[report + 1][:20])
+    target = copy_run(
+        debug_run, tmp_path / "cut", lambda lines: [*lines[: report + 1], lines[report + 1][:20]]
+    )
     document = check_json(str(target), code=0, capsys=capsys)
     assert any(f"line {report + 2} is cut off" in warning for warning in document["warnings"])
     (result,) = document["runs"]
@@ -196,9 +185,7 @@ def test_a_cut_off_log_is_checked_up_to_its_last_whole_line(
 
 def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "log.jsonl").write_bytes(b"")
-    parser = argparse.ArgumentParser()
-    check.add_arguments(parser)
-    assert check.command(parser.parse_args([str(tmp_path)])) == 2
+    assert run_command(check, str(tmp_path)) == 2
     assert "the log is empty" in capsys.readouterr().err
 
 

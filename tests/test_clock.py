@@ -7,9 +7,7 @@ import trio.testing
 
 from pagehint.runtime import NS_PER_S, VirtualClock, current_clock
 
-
-def run(async_fn, clock=None):  # type: ignore[no-untyped-def]
-    return trio.run(async_fn, clock=clock or VirtualClock())
+from conftest import run_in_virtual_time
 
 
 def test_sleep_jumps_virtual_time_without_wall_time() -> None:
@@ -18,7 +16,7 @@ def test_sleep_jumps_virtual_time_without_wall_time() -> None:
         await clock.sleep_until_ns(3600 * NS_PER_S)
         return clock.now_ns()
 
-    assert run(main) == 3600 * NS_PER_S
+    assert run_in_virtual_time(main) == 3600 * NS_PER_S
 
 
 def test_same_time_wakeups_run_in_the_order_they_were_set() -> None:
@@ -34,7 +32,7 @@ def test_same_time_wakeups_run_in_the_order_they_were_set() -> None:
                 nursery.start_soon(sleeper, index)
                 await trio.lowlevel.checkpoint()  # each parks before the next starts
 
-    run(main)
+    run_in_virtual_time(main)
     assert order == list(range(50))
 
 
@@ -51,7 +49,7 @@ def test_earlier_timers_fire_first() -> None:
             for when in (500, 100, 300, 200, 400):
                 nursery.start_soon(sleeper, when)
 
-    run(main)
+    run_in_virtual_time(main)
     assert woke == [(100, 100), (200, 200), (300, 300), (400, 400), (500, 500)]
 
 
@@ -62,7 +60,7 @@ def test_trio_deadlines_are_honoured_in_virtual_time() -> None:
             await clock.sleep_until_ns(10 * NS_PER_S)
         return scope.cancelled_caught, clock.now_ns()
 
-    cancelled, now = run(main)
+    cancelled, now = run_in_virtual_time(main)
     assert cancelled
     assert now == 2_500_000_000
 
@@ -72,7 +70,7 @@ def test_trio_sleep_works_under_the_virtual_clock() -> None:
         await trio.sleep(0.25)
         return current_clock().now_ns()
 
-    assert run(main) == 250_000_000
+    assert run_in_virtual_time(main) == 250_000_000
 
 
 def test_cancelled_sleep_leaves_no_live_timer() -> None:
@@ -83,7 +81,7 @@ def test_cancelled_sleep_leaves_no_live_timer() -> None:
             await clock.sleep_until_ns(5 * NS_PER_S)
         assert clock.pending_timers == 0
 
-    run(main, clock)
+    run_in_virtual_time(main, clock)
     assert clock.now_ns() == NS_PER_S
 
 
@@ -97,7 +95,7 @@ def test_call_at_runs_callback_at_its_time() -> None:
         cancelled.cancel()
         await clock.sleep_until_ns(1_000)
 
-    run(main, clock)
+    run_in_virtual_time(main, clock)
     assert fired == [700]
 
 

@@ -9,29 +9,24 @@ import trio
 
 from pagehint.actors.mm.buddy import BuddyAllocator
 from pagehint.actors.mm.costs import Costs
-from pagehint.actors.scenario import MODEL, Scenario, build_guest
+from pagehint.actors.scenario import Scenario, build_guest
 from pagehint.actors.zone import Zone
 from pagehint.protocol.messages import ZoneAlloc, ZoneFree
 from pagehint.protocol.units import PAGE_SIZE
-from pagehint.runtime import ActorStopped, ActorSystem, run_simulation
+from pagehint.runtime import ActorStopped, ActorSystem
+
+from conftest import load_scenario, run_scenario
+
+# A 1 GiB guest whose two vCPUs run page_fault1 over 8 MiB, for 20 ms.
+SMALL = {
+    "run": {"duration": "20ms", "sample_interval": "1ms"},
+    "guest": {"memory": "1GiB", "vcpus": 2},
+    "workload": {"name": "page_fault1", "mapping": "8MiB"},
+}
 
 
-def scenario(**overrides: Any) -> Scenario:
-    document: dict[str, Any] = {
-        "run": {"duration": "20ms", "sample_interval": "1ms"},
-        "guest": {"memory": "1GiB", "vcpus": 2},
-        "workload": {"name": "page_fault1", "mapping": "8MiB"},
-    }
-    if overrides.get("workload__name", "page_fault1") != "page_fault1":
-        document["workload"] = {}  # other workloads have other parameters
-    for key, value in overrides.items():
-        section, field = key.split("__")
-        document[section][field] = value
-    return MODEL.load(document, "<test>")
-
-
-def run(config: Scenario) -> dict[str, Any]:
-    return run_simulation(lambda system: MODEL.run(system, config), seed=config.run.seed)
+def scenario(**sections: Any) -> Scenario:
+    return load_scenario(SMALL, **sections)
 
 
 async def test_pcp_lists_stay_within_high_and_pages_are_all_accounted(
@@ -53,7 +48,7 @@ async def test_pcp_lists_stay_within_high_and_pages_are_all_accounted(
 async def test_first_touch_backs_pages_on_the_host_and_costs_host_time(
     actor_system: ActorSystem,
 ) -> None:
-    config = scenario(workload__mapping="4MiB", guest__boot_memory="8MiB", guest__vcpus=1)
+    config = scenario(workload={"mapping": "4MiB"}, guest={"boot_memory": "8MiB", "vcpus": 1})
     guest = build_guest(actor_system, config)
     boot_rss = guest.backing.rss_pages
     assert boot_rss * PAGE_SIZE == 8 << 20
@@ -73,7 +68,9 @@ async def test_first_touch_backs_pages_on_the_host_and_costs_host_time(
 def test_zone_lock_contention_grows_with_vcpu_count() -> None:
     waits, utilisations = [], []
     for vcpus in (1, 4, 16):
-        summary = run(scenario(guest__vcpus=vcpus, guest__memory="4GiB", run__duration="30ms"))
+        summary = run_scenario(
+            scenario(guest={"vcpus": vcpus, "memory": "4GiB"}, run={"duration": "30ms"})
+        )
         waits.append(summary["zone"]["lock_wait_ns"]["mean"])
         utilisations.append(summary["zone"]["lock_utilisation"])
     assert waits[0] == 0  # alone, a vCPU never queues
@@ -82,7 +79,7 @@ def test_zone_lock_contention_grows_with_vcpu_count() -> None:
 
 
 def test_thp_faults_take_order_9_blocks_from_the_zone() -> None:
-    summary = run(scenario(workload__thp=True, workload__mapping="16MiB"))
+    summary = run_scenario(scenario(workload={"thp": True, "mapping": "16MiB"}))
     # 8 blocks per loop, one zone request to take and one to free each.
     assert summary["workload"]["loops"] > 0
     assert summary["zone"]["lock_hold_ns"]["max"] == 200 + 40
@@ -90,14 +87,14 @@ def test_thp_faults_take_order_9_blocks_from_the_zone() -> None:
 
 
 def test_idle_guest_costs_the_host_only_its_boot_memory() -> None:
-    summary = run(scenario(workload__name="idle", guest__boot_memory="32MiB"))
+    summary = run_scenario(scenario(workload={"name": "idle"}, guest={"boot_memory": "32MiB"}))
     assert summary["host"]["rss_bytes_end"] == 32 << 20
     assert summary["workload"]["faults"] == 0
 
 
 @pytest.mark.parametrize("name", ["page_fault2", "memhog", "churn"])
 def test_every_workload_runs_and_conserves_pages(name: str) -> None:
-    summary = run(scenario(workload__name=name, guest__memory="2GiB"))
+    summary = run_scenario(scenario(workload={"name": name}, guest={"memory": "2GiB"}))
     assert summary["workload"]["faults"] > 0
     assert summary["invariant_violations"] == 0
 

@@ -16,15 +16,18 @@ from pagehint.actors.host import DiscardedPageInUse
 from pagehint.actors.mm.buddy import BlockState, BuddyAllocator
 from pagehint.actors.mm.host_memory import GuestBacking
 from pagehint.actors.scenario import MODEL, Scenario, build, building
-from pagehint.runtime import ActorCrashed, ActorSystem, MemoryLog, run_simulation
+from pagehint.runtime import ActorCrashed, ActorSystem, MemoryLog
 from pagehint.runtime.harness.config import load_toml
+
+from conftest import CONFIGS, load_scenario, run_scenario
 
 MiB = 1 << 20
 POLICIES = ["scanner", "page_reporting", "percpu_capture", "bitmap"]
 
 
 def scenario(design: str = "page_reporting", **sections: Any) -> Scenario:
-    document: dict[str, Any] = {
+    """A 1 GiB guest whose two vCPUs memhog 256 MiB of THP once each, hinted by ``design``."""
+    base = {
         "run": {"duration": "1500ms", "sample_interval": "10ms", "baseline": False},
         "guest": {"memory": "1GiB", "vcpus": 2, "boot_memory": "32MiB"},
         "workload": {"name": "memhog", "size": "256MiB", "thp": True, "loops": 1},
@@ -33,21 +36,12 @@ def scenario(design: str = "page_reporting", **sections: Any) -> Scenario:
         if design == "page_reporting"
         else {"name": design},
     }
-    for section, values in sections.items():
-        if section != "workload" and isinstance(document.get(section), dict):
-            document[section] = {**document[section], **values}
-        else:
-            document[section] = values
-    return MODEL.load(document, "<test>")
-
-
-def run(config: Scenario, log: MemoryLog | None = None) -> dict[str, Any]:
-    return run_simulation(lambda system: MODEL.run(system, config), seed=0, log=log)
+    return load_scenario(base, **sections)
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_every_design_gives_freed_memory_back(policy: str) -> None:
-    summary = run(scenario(policy))
+    summary = run_scenario(scenario(policy))
     freed = 2 * 256 * MiB
     assert summary["memory_returned_bytes"] >= 0.75 * freed
     assert summary["host"]["rss_bytes_end"] <= summary["host"]["rss_bytes_peak"] - 0.75 * freed
@@ -58,7 +52,7 @@ def test_every_design_gives_freed_memory_back(policy: str) -> None:
 
 
 def test_without_hinting_the_host_keeps_everything() -> None:
-    summary = run(scenario("none"))
+    summary = run_scenario(scenario("none"))
     assert summary["memory_returned_bytes"] == 0
     assert summary["host"]["rss_bytes_end"] == summary["host"]["rss_bytes_peak"]
     assert summary["time_to_return_s"] == {"50": None, "90": None, "99": None}
@@ -67,15 +61,15 @@ def test_without_hinting_the_host_keeps_everything() -> None:
 
 def test_page_reporting_waits_its_two_second_delay() -> None:
     kernel_default = {"name": "page_reporting", "delay": "2s"}  # PAGE_REPORTING_DELAY
-    early = run(scenario(policy=kernel_default, run={"duration": "1900ms"}))
+    early = run_scenario(scenario(policy=kernel_default, run={"duration": "1900ms"}))
     assert early["memory_returned_bytes"] == 0
-    late = run(scenario(policy=kernel_default, run={"duration": "2500ms"}))
+    late = run_scenario(scenario(policy=kernel_default, run={"duration": "2500ms"}))
     assert late["memory_returned_bytes"] > 0
 
 
 def test_worker_logs_every_wakeup_poll_and_sleep() -> None:
     log = MemoryLog(level="info")
-    summary = run(scenario("scanner"), log)
+    summary = run_scenario(scenario("scanner"), log)
     assert len(log.records("worker_wake")) == summary["worker"]["wakeups"]
     assert len(log.records("worker_poll")) == summary["worker"]["polls"]
     assert len(log.records("worker_sleep")) == summary["worker"]["wakeups"]
@@ -103,7 +97,7 @@ def test_host_discarding_a_page_the_guest_may_use_fails_the_run(
         lambda config: _ReportsWithoutIsolating(32, 9, 11, 10_000_000),
     )
     with pytest.raises(ActorCrashed) as caught:
-        run(scenario("page_reporting"))
+        run_scenario(scenario("page_reporting"))
     assert caught.value.actor == "host"
     assert isinstance(caught.value.cause, DiscardedPageInUse)
     assert "free block" in str(caught.value)
@@ -149,23 +143,23 @@ async def test_device_reset_mid_report_returns_every_isolated_page(
 
 
 def test_host_supplied_batch_size_bounds_what_is_isolated() -> None:
-    summary = run(scenario("scanner", host={"batch_size": "16MiB"}))
+    summary = run_scenario(scenario("scanner", host={"batch_size": "16MiB"}))
     assert summary["peak_isolated_bytes"] <= 16 * MiB
-    supplied_by_guest = run(scenario("scanner"))
+    supplied_by_guest = run_scenario(scenario("scanner"))
     assert supplied_by_guest["peak_isolated_bytes"] == 64 * MiB
     assert summary["worker"]["batches"] >= 3 * supplied_by_guest["worker"]["batches"]
 
 
 def test_poisoning_guest_reports_only_if_the_host_offers_page_poison() -> None:
-    refused = run(scenario(guest={"page_poison": True}, host={"page_poison": False}))
+    refused = run_scenario(scenario(guest={"page_poison": True}, host={"page_poison": False}))
     assert refused["worker"]["batches"] == 0 and refused["memory_returned_bytes"] == 0
     # Negotiated, but QEMU skips the discard for a non-zero poison value: acked, not returned.
-    poisoned = run(scenario(guest={"page_poison": True, "poison_value": 0xAA}))
+    poisoned = run_scenario(scenario(guest={"page_poison": True, "poison_value": 0xAA}))
     assert poisoned["worker"]["batches"] > 0 and poisoned["memory_returned_bytes"] == 0
 
 
 def test_madv_free_keeps_reported_memory_until_the_host_needs_it() -> None:
-    relaxed = run(scenario(host={"discard": "free"}))
+    relaxed = run_scenario(scenario(host={"discard": "free"}))
     assert relaxed["memory_returned_bytes"] == 0
     assert relaxed["host"]["lazy_free_bytes"] >= 0.75 * 2 * 256 * MiB
     # Under pressure, reclaim takes lazily freed pages first, without swapping them.
@@ -193,17 +187,17 @@ def test_overcommitted_host_swaps_far_less_with_hinting() -> None:
         },
         "<test>",
     )
-    hinted = run(config)
-    plain = run(attrs.evolve(config, policy=attrs.evolve(config.policy, name="none")))
+    hinted = run_scenario(config)
+    plain = run_scenario(attrs.evolve(config, policy=attrs.evolve(config.policy, name="none")))
     assert plain["host"]["swap_ins"] > 10 * max(1, hinted["host"]["swap_ins"])
     assert hinted["workload"]["faults"] > plain["workload"]["faults"]
     assert set(hinted["guests"]) == {"g0.guest", "g1.guest", "g2.guest"}
 
 
 def test_false_ooms_are_counted_when_isolated_memory_would_have_served() -> None:
-    path = Path(__file__).parent.parent / "configs" / "false_oom.toml"
+    path = CONFIGS / "false_oom.toml"
     config = MODEL.load(load_toml(path), str(path))
-    summary = run(config)
+    summary = run_scenario(config)
     assert summary["false_ooms"] > 0
     assert summary["false_ooms"] <= summary["zone"]["failed_allocations"]
     assert summary["peak_isolated_bytes"] > 128 * MiB
@@ -251,13 +245,13 @@ def test_no_page_is_lost_under_random_workloads_and_fault_schedules(
     # The monitor checks conservation and the isolated-page ledger every 2 ms, the host checks
     # every discard against the guest's allocator, and the run ends with a full check: any
     # violation raises here.
-    summary = run(config)
+    summary = run_scenario(config)
     assert summary["invariant_violations"] == 0
 
 
 def test_a_slow_host_keeps_memory_isolated_longer() -> None:
-    quick = run(scenario("scanner"))
-    slow = run(
+    quick = run_scenario(scenario("scanner"))
+    slow = run_scenario(
         scenario(
             "scanner", faults=[{"kind": "slowdown", "at": "0ms", "duration": "2s", "factor": 50.0}]
         )
@@ -268,8 +262,8 @@ def test_a_slow_host_keeps_memory_isolated_longer() -> None:
 
 def test_asynchronous_reports_with_event_index_kick_only_when_the_host_asked() -> None:
     small_reports = {"name": "percpu_capture", "capacity": 8, "threshold": 8}
-    plain = run(scenario(policy=small_reports))
-    suppressed = run(scenario(policy=small_reports, virtio={"event_idx": True}))
+    plain = run_scenario(scenario(policy=small_reports))
+    suppressed = run_scenario(scenario(policy=small_reports, virtio={"event_idx": True}))
     assert plain["virtio"]["kicks"] == plain["virtio"]["reports"] > 4
     # With reports queued while the host is busy, the host asks to be kicked only for new work.
     assert suppressed["virtio"]["reports"] == plain["virtio"]["reports"]
@@ -280,7 +274,7 @@ def test_asynchronous_reports_with_event_index_kick_only_when_the_host_asked() -
 
 def test_asynchronous_reports_wait_for_room_when_the_virtqueue_is_full() -> None:
     # One report fills the queue: every further report waits for a completion first.
-    one_at_a_time = run(
+    one_at_a_time = run_scenario(
         scenario(
             policy={"name": "percpu_capture", "capacity": 8, "threshold": 8},
             virtio={"queue_size": 8},
@@ -302,7 +296,7 @@ def test_a_violated_invariant_exits_1_and_leaves_no_summary(
         lambda config: _ReportsWithoutIsolating(32, 9, 11, 10_000_000),
     )
     out = tmp_path / "run"
-    config = Path(__file__).parent.parent / "configs" / "default.toml"
+    config = CONFIGS / "default.toml"
     assert main(["run", str(config), "--out", str(out), "--set", "run.duration=1s"]) == 1
     assert "actor 'host' crashed" in capsys.readouterr().out
     assert not (out / "summary.json").exists()

@@ -9,11 +9,9 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pagehint.runtime import TimedLock, VirtualClock, current_clock
+from pagehint.runtime import TimedLock, current_clock
 
-
-def run(async_fn):  # type: ignore[no-untyped-def]
-    return trio.run(async_fn, clock=VirtualClock())
+from conftest import run_in_virtual_time
 
 
 def acquisitions_in_virtual_time(requests: list[tuple[int, int]]) -> list[int]:
@@ -43,7 +41,7 @@ def acquisitions_in_virtual_time(requests: list[tuple[int, int]]) -> list[int]:
             for index, (arrival, hold) in enumerate(requests):
                 await nursery.start(requester, index, arrival, hold, lock)
 
-    run(main)
+    run_in_virtual_time(main)
     return acquired
 
 
@@ -86,7 +84,7 @@ def test_an_uncontended_acquire_is_not_a_trip_through_the_scheduler() -> None:
         with trio.testing.assert_no_checkpoints():
             await lock.acquire()
 
-    run(main)
+    run_in_virtual_time(main)
 
 
 def test_a_later_arrival_never_overtakes_a_waiter_at_the_release_instant() -> None:
@@ -113,7 +111,7 @@ def test_a_later_arrival_never_overtakes_a_waiter_at_the_release_instant() -> No
             await nursery.start(take, "waiter", 50, lock)
             await nursery.start(take, "late", 100, lock)  # arrives as the holder releases
 
-    run(main)
+    run_in_virtual_time(main)
     assert events == [("holder", 0), ("waiter", 100), ("late", 200)]
 
 
@@ -144,7 +142,7 @@ def test_a_cancelled_waiter_leaves_the_queue_and_the_next_one_is_served() -> Non
             assert lock.waiting == 2
         return lock
 
-    lock = run(main)
+    lock = run_in_virtual_time(main)
     assert served == [("holder", 0), ("patient", 1_000)]
     assert lock.waiting == 0
 
@@ -163,4 +161,4 @@ def test_when_every_waiter_gave_up_the_lock_is_free_after_the_release() -> None:
         with trio.testing.assert_no_checkpoints():
             await lock.acquire()
 
-    run(main)
+    run_in_virtual_time(main)

@@ -10,19 +10,16 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 
 from pagehint.actors.analysis import FIELDS
 from pagehint.runtime import LOG_SCHEMA_VERSION
-from pagehint.runtime.harness.cli import main
 
-ROOT = Path(__file__).parent.parent
+from conftest import ROOT, log_records, run_cli
+
 DOC = ROOT / "docs" / "log-schema.md"
 SOURCES = [ROOT / folder for folder in ("runtime", "protocol", "actors")]
-CONFIGS = ROOT / "configs"
 LEVELS = {"debug", "info", "warning", "error"}
 COMMON = {"t", "actor", "level", "event"}
 
@@ -131,10 +128,6 @@ class Thing:
     assert "new_event" not in documented()
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
 @pytest.mark.parametrize(
     ("config", "overrides"),
     [
@@ -151,12 +144,9 @@ def test_every_line_of_a_real_debug_log_is_documented(
     tmp_path: Path, config: str, overrides: list[str]
 ) -> None:
     sets = ["run.duration=300ms", "run.log_level=debug", "run.baseline=false", *overrides]
-    argv = ["run", str(CONFIGS / config), "--out", str(tmp_path)]
-    for override in sets:
-        argv += ["--set", override]
-    assert main(argv) == 0
+    run_cli(config, tmp_path, *sets)
     docs = documented()
-    for number, record in enumerate(_records(tmp_path / "log.jsonl"), 1):
+    for number, record in enumerate(log_records(tmp_path / "log.jsonl"), 1):
         event = record["event"]
         assert event in docs, f"line {number}: event {event!r} is not documented"
         extra = set(record) - COMMON - set(docs[event])

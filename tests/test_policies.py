@@ -63,9 +63,9 @@ def test_page_reporting_skips_reported_blocks_and_rotates_the_list() -> None:
     second = policy.fill(allocator)
     assert not set(first.blocks) & set(second.blocks)
     # The list was rotated to start at the first block not yet reported.
-    assert allocator.first_free(10) == second.blocks[0][0] or not allocator.is_reported(
-        allocator.first_free(10)
-    )
+    head = allocator.first_free(10)
+    assert head is not None
+    assert head == second.blocks[0][0] or not allocator.is_reported(head)
 
 
 def test_page_reporting_leaves_a_low_zone_alone() -> None:
@@ -79,11 +79,12 @@ def test_page_reporting_leaves_a_low_zone_alone() -> None:
 def test_isolation_respects_the_min_watermark_gate() -> None:
     allocator = BuddyAllocator(1 << 11, MAX_ORDER, 9)  # 8 MiB: min watermark 90 pages
     blocks = [allocator.alloc(9) for _ in range(4)]
-    assert None not in blocks
-    allocator.free(blocks[0], 9)  # type: ignore[arg-type]
+    first = blocks[0]
+    assert None not in blocks and first is not None
+    allocator.free(first, 9)
     assert allocator.free_pages == 512
-    assert allocator.isolate(blocks[0], 9) is False  # isolating would leave 0 free pages
-    assert allocator.state_of(blocks[0]) is BlockState.FREE  # type: ignore[arg-type]
+    assert allocator.isolate(first, 9) is False  # isolating would leave 0 free pages
+    assert allocator.state_of(first) is BlockState.FREE
 
 
 def test_merged_blocks_are_not_marked_reported() -> None:

@@ -6,23 +6,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from pagehint.runtime.harness.cli import main
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+from conftest import CONFIGS, log_records, read_summary
+
 SHORT = ["--set", "run.duration=20ms", "--set", "guest.memory=512MiB", "--set", "guest.vcpus=2"]
-
-
-def _records(path: Path) -> list[dict[str, Any]]:
-    records = [orjson.loads(line) for line in path.read_bytes().splitlines()]
-    for record in records:
-        for key in [key for key in record if key.startswith("wall")]:
-            del record[key]
-    return records
 
 
 def test_run_writes_config_log_and_summary(
@@ -35,7 +27,7 @@ def test_run_writes_config_log_and_summary(
     assert summary["workload"]["faults"] > 0
     assert set(summary["lock_wait_ns"]) == {"p50", "p99", "max"}
     assert summary["host"]["rss_bytes_end"] > 0
-    header = _records(out / "log.jsonl")[0]
+    header = log_records(out / "log.jsonl", drop_wall_clock=True)[0]
     assert header["event"] == "header" and header["seed"] == 0 and header["model"] == "guest"
     assert "vcpus = 2" in (out / "config.toml").read_text()
     assert "zone lock wait" in capsys.readouterr().out
@@ -45,7 +37,9 @@ def test_resolved_config_reruns_to_the_same_log(tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     assert main(["run", str(CONFIGS / "churn.toml"), "--out", str(first), *SHORT]) == 0
     assert main(["run", str(first / "config.toml"), "--out", str(second)]) == 0
-    assert _records(first / "log.jsonl") == _records(second / "log.jsonl")
+    assert log_records(first / "log.jsonl", drop_wall_clock=True) == log_records(
+        second / "log.jsonl", drop_wall_clock=True
+    )
 
 
 def test_seeded_run_is_identical_in_two_processes(tmp_path: Path) -> None:
@@ -56,7 +50,7 @@ def test_seeded_run_is_identical_in_two_processes(tmp_path: Path) -> None:
         command += [str(CONFIGS / "churn.toml"), "--out", str(out), *SHORT, "--seed", "5"]
         command += ["--set", "run.log_level=debug"]
         subprocess.run(command, check=True, env=dict(os.environ, PYTHONHASHSEED=hash_seed))
-        logs.append(_records(out / "log.jsonl"))
+        logs.append(log_records(out / "log.jsonl", drop_wall_clock=True))
     assert len(logs[0]) > 200  # a line per zone request: any reordering shows
     assert logs[0] == logs[1]
 
@@ -122,10 +116,10 @@ def test_malformed_trace_line_is_reported_with_its_number(
 def test_running_out_of_memory_is_an_event_not_a_crash(tmp_path: Path) -> None:
     out = tmp_path / "oom"
     assert main(["run", str(CONFIGS / "oom.toml"), "--out", str(out)]) == 0
-    summary = orjson.loads((out / "summary.json").read_bytes())
+    summary = read_summary(out)
     assert summary["workload"]["oom_kills"] > 0
     assert summary["zone"]["failed_allocations"] > 0
-    events = {record["event"] for record in _records(out / "log.jsonl")}
+    events = {record["event"] for record in log_records(out / "log.jsonl")}
     assert {"alloc_failed", "oom_kill"} <= events
 
 

@@ -17,7 +17,8 @@ from pagehint.runtime.harness.config import load_toml
 from pagehint.runtime.harness.model import RunFailed
 from pagehint.runtime.harness.sweep import execute_all, expand, load_sweep
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+from conftest import CONFIGS
+
 FAST = {"run.duration": "5ms", "run.baseline": False, "guest.memory": "256MiB"}
 
 

@@ -229,15 +229,15 @@ def open_executor(workers: int, scheduler: str | None) -> Iterator[concurrent.fu
             "--scheduler", ["Dask is not installed: pip install 'pagehint[dask]'"]
         ) from None
     try:
-        client = Client(scheduler, timeout="10s")  # type: ignore[no-untyped-call]
+        client = Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as error:
         raise ConfigError(
             "--scheduler", [f"cannot reach the Dask scheduler at {scheduler!r}: {error}"]
         ) from None
     try:
-        yield client.get_executor(pure=False)  # type: ignore[no-untyped-call]
+        yield client.get_executor(pure=False)
     finally:
-        client.close()  # type: ignore[no-untyped-call]
+        client.close()
 
 
 def execute_all(
