@@ -41,6 +41,7 @@ __all__ = [
     "VRING_DESC_F_WRITE",
     "VRING_USED_F_NO_NOTIFY",
     "AvailableChain",
+    "InvalidRequest",
     "QueueFull",
     "VirtQueue",
     "VirtqueueError",
@@ -90,7 +91,13 @@ def vring_need_event(event_idx: int, new_idx: int, old_idx: int) -> bool:
 
 
 class VirtqueueError(Exception):
-    """Base of every error this module raises: one side broke the ring's contract."""
+    """Base of every error this module raises: a request the ring cannot take, or one side
+    broke the ring's contract."""
+
+
+class InvalidRequest(VirtqueueError, ValueError):
+    """A request the ring can never take, whatever its state: a size, an index or a chain
+    outside what the spec allows. The caller's mistake, so also a ``ValueError``."""
 
 
 class QueueFull(VirtqueueError):
@@ -136,9 +143,11 @@ class VirtQueue:
 
     def __init__(self, size: int, *, event_idx: bool = False, start_index: int = 0) -> None:
         if not 1 <= size <= MAX_QUEUE_SIZE or size & (size - 1):
-            raise ValueError(f"virtqueue size must be a power of two in 1..32768, got {size}")
+            raise InvalidRequest(f"virtqueue size must be a power of two in 1..32768, got {size}")
         if not 0 <= start_index <= _IDX_MASK:
-            raise ValueError(f"start_index must be a 16-bit ring index 0..65535, got {start_index}")
+            raise InvalidRequest(
+                f"start_index must be a 16-bit ring index 0..65535, got {start_index}"
+            )
         self._size = size
         self._mask = size - 1
         self._event_idx = event_idx
@@ -288,22 +297,22 @@ class VirtQueue:
         ``token`` is handed back by ``get_used`` (or ``reset``) when the device is done.
 
         Raises `QueueFull`, changing nothing, when fewer than ``len(buffers)`` descriptors are
-        free; ValueError for an empty chain, one longer than the queue (it could never fit,
-        so waiting would not help) or a buffer that does not fit the descriptor's fields.
+        free; `InvalidRequest` for an empty chain, one longer than the queue (it could never
+        fit, so waiting would not help) or a buffer that does not fit the descriptor's fields.
         """
         needed = len(buffers)
         if needed == 0:
-            raise ValueError("a chain needs at least one buffer, got none")
+            raise InvalidRequest("a chain needs at least one buffer, got none")
         if needed > self._size:
-            raise ValueError(
+            raise InvalidRequest(
                 f"a chain of {needed} buffers can never fit a queue of {self._size} descriptors "
                 "(indirect descriptors are not modelled)"
             )
         for n, (addr, length) in enumerate(buffers):
             if not 0 <= addr < _ADDR_LIMIT:
-                raise ValueError(f"buffer {n}: address {addr:#x} does not fit 64 bits")
+                raise InvalidRequest(f"buffer {n}: address {addr:#x} does not fit 64 bits")
             if not 0 <= length < _LEN_LIMIT:
-                raise ValueError(f"buffer {n}: length {length} does not fit 32 bits")
+                raise InvalidRequest(f"buffer {n}: length {length} does not fit 32 bits")
         if needed > self._num_free:
             raise QueueFull(needed, self._num_free, self._size)
 

@@ -17,7 +17,7 @@ from .errors import (
     UnhandledMessage,
     UnknownActor,
 )
-from .lock import TimedLock
+from .lock import TimedLock, TimedLockStatistics
 from .log import LOG_SCHEMA_VERSION, MemoryLog, RunLog, null_log
 from .metrics import Counter, Histogram, Metrics, TimeSeries
 from .system import ActorSystem, open_actor_system, run_simulation
@@ -48,6 +48,7 @@ __all__ = [
     "SimClock",
     "TimeSeries",
     "TimedLock",
+    "TimedLockStatistics",
     "UnhandledMessage",
     "UnknownActor",
     "VirtualClock",

@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+# The most of a message's repr (or of a crash's cause) an error's text shows: a report of a
+# thousand blocks would otherwise make one error line (and error.json) many kilobytes long.
+SHOWN_LIMIT = 240
+
+
+def bounded(text: str) -> str:
+    """``text``, cut to ``SHOWN_LIMIT`` characters with its full length said."""
+    if len(text) <= SHOWN_LIMIT:
+        return text
+    return f"{text[:SHOWN_LIMIT]}... ({len(text):,} characters)"
+
+
+def shown(message: object) -> str:
+    """How an error names the message it concerns: its repr, bounded."""
+    return bounded(repr(message))
+
 
 class PagehintError(Exception):
     """Base of every error pagehint raises on purpose."""
@@ -16,8 +32,8 @@ class ActorCrashed(PagehintError):
         self.t_ns = t_ns
         self.cause = cause
         super().__init__(
-            f"actor {actor!r} crashed at t={t_ns} ns while handling {message!r}: "
-            f"{type(cause).__name__}: {cause}"
+            f"actor {actor!r} crashed at t={t_ns} ns while handling {shown(message)}: "
+            + bounded(f"{type(cause).__name__}: {cause}")
         )
 
 
@@ -27,7 +43,7 @@ class ActorStopped(PagehintError):
     def __init__(self, actor: str, message: object) -> None:
         self.actor = actor
         self.message = message
-        super().__init__(f"actor {actor!r} is stopped; cannot deliver {message!r}")
+        super().__init__(f"actor {actor!r} is stopped; cannot deliver {shown(message)}")
 
 
 class AskTimeout(PagehintError):
@@ -37,7 +53,7 @@ class AskTimeout(PagehintError):
         self.actor = actor
         self.message = message
         self.timeout_ns = timeout_ns
-        super().__init__(f"no reply from {actor!r} to {message!r} within {timeout_ns} ns")
+        super().__init__(f"no reply from {actor!r} to {shown(message)} within {timeout_ns} ns")
 
 
 class AskSelf(PagehintError):
@@ -45,7 +61,7 @@ class AskSelf(PagehintError):
 
     def __init__(self, actor: str, message: object) -> None:
         super().__init__(
-            f"actor {actor!r} asked itself {message!r}: that would deadlock; "
+            f"actor {actor!r} asked itself {shown(message)}: that would deadlock; "
             "call the handler directly or use tell"
         )
 
@@ -57,7 +73,7 @@ class UnhandledMessage(PagehintError):
         self.actor = actor
         self.message = message
         super().__init__(
-            f"actor {actor!r} has no handler for {type(message).__name__} ({message!r}); "
+            f"actor {actor!r} has no handler for {type(message).__name__} ({shown(message)}); "
             f"it handles: {', '.join(handled) or 'nothing'}"
         )
 

@@ -19,12 +19,26 @@ from __future__ import annotations
 
 from collections import deque
 
+import attrs
 from trio.lowlevel import Abort, RaiseCancelT, Task, current_task, reschedule, wait_task_rescheduled
 
 from .clock import SimClock
 
 # ``_release_ns`` while a holder has the lock but has not yet said when it will release it.
 _UNTIL_STATED = 1 << 62
+
+
+@attrs.frozen
+class TimedLockStatistics:
+    """A snapshot of a ``TimedLock``, as ``trio.Lock.statistics()`` gives one of a trio lock.
+
+    There is no ``owner``: like the spinlock it models, the lock does not know which task
+    holds it, only until when.
+    """
+
+    locked: bool  # a holder has it (its hold not yet over), or requesters queue
+    tasks_waiting: int  # requesters queued, not counting the holder
+    release_ns: int | None  # when the current hold ends; None if free or not yet stated
 
 
 class TimedLock:
@@ -46,6 +60,11 @@ class TimedLock:
     def held(self) -> bool:
         """True while a holder has the lock (its hold not yet over) or requesters queue."""
         return bool(self._waiters) or self._release_ns > self._clock.now_ns()
+
+    def statistics(self) -> TimedLockStatistics:
+        locked = self.held()
+        stated = locked and self._release_ns != _UNTIL_STATED
+        return TimedLockStatistics(locked, len(self._waiters), self._release_ns if stated else None)
 
     async def acquire(self) -> None:
         """Take the lock, queueing behind earlier requesters while it is held.

@@ -202,6 +202,22 @@ def test_crash_ends_the_run_with_one_error_naming_actor_message_and_time() -> No
     )
 
 
+def test_a_crash_on_a_huge_message_shows_a_bounded_part_of_it_and_of_its_cause() -> None:
+    huge = Boom("x" * 100_000)  # the handler raises ValueError(reason): a huge cause too
+
+    async def main(system: ActorSystem) -> None:
+        await system.spawn(Accumulator("acc")).tell(huge)
+        await system.sleep_ns(10**9)
+
+    with pytest.raises(ActorCrashed) as caught:
+        run_simulation(main)
+    text = str(caught.value)
+    assert len(text) < 700
+    assert "while handling Boom(reason='xxx" in text and "... (100,015 characters)" in text
+    assert ": ValueError: xxx" in text and "... (100,012 characters)" in text
+    assert caught.value.message is huge  # the whole message is still there for a debugger
+
+
 def test_crash_in_an_active_actor_run_is_named_too() -> None:
     class Worker(Actor):
         async def run(self) -> None:

@@ -9,7 +9,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pagehint.runtime import TimedLock, current_clock
+from pagehint.runtime import TimedLock, TimedLockStatistics, current_clock
 
 from conftest import run_in_virtual_time
 
@@ -145,6 +145,37 @@ def test_a_cancelled_waiter_leaves_the_queue_and_the_next_one_is_served() -> Non
     lock = run_in_virtual_time(main)
     assert served == [("holder", 0), ("patient", 1_000)]
     assert lock.waiting == 0
+
+
+def test_statistics_show_the_holder_s_release_and_the_queue_as_trio_s_do() -> None:
+    async def main() -> list[TimedLockStatistics]:
+        clock = current_clock()
+        lock = TimedLock(clock)
+        seen = [lock.statistics()]
+        await lock.acquire()
+        seen.append(lock.statistics())  # held, release not yet stated
+
+        async def queue() -> None:
+            await lock.acquire()
+            lock.hold_until(clock.now_ns() + 500)
+
+        async with trio.open_nursery() as nursery:
+            lock.hold_until(1_000)
+            nursery.start_soon(queue)
+            await clock.sleep_until_ns(10)
+            seen.append(lock.statistics())
+        seen.append(lock.statistics())  # the second holder's hold: until 1,500
+        await clock.sleep_until_ns(1_500)
+        seen.append(lock.statistics())
+        return seen
+
+    assert run_in_virtual_time(main) == [
+        TimedLockStatistics(locked=False, tasks_waiting=0, release_ns=None),
+        TimedLockStatistics(locked=True, tasks_waiting=0, release_ns=None),
+        TimedLockStatistics(locked=True, tasks_waiting=1, release_ns=1_000),
+        TimedLockStatistics(locked=True, tasks_waiting=0, release_ns=1_500),
+        TimedLockStatistics(locked=False, tasks_waiting=0, release_ns=None),
+    ]
 
 
 def test_when_every_waiter_gave_up_the_lock_is_free_after_the_release() -> None:

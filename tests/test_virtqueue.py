@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from pagehint.protocol.virtqueue import (
     VRING_DESC_F_WRITE,
     VRING_USED_F_NO_NOTIFY,
     AvailableChain,
+    InvalidRequest,
     QueueFull,
     VirtQueue,
     VirtqueueError,
@@ -50,7 +52,7 @@ def cycle(vq: VirtQueue, token: object, buffers: int = 1, written: int = 0) -> N
 
 @pytest.mark.parametrize("size", [0, -4, 3, 12, 65536, 2**20])
 def test_size_must_be_a_power_of_two_up_to_32768(size: int) -> None:
-    with pytest.raises(ValueError, match=rf"got {size}\b"):
+    with pytest.raises(InvalidRequest, match=rf"got {size}\b"):
         VirtQueue(size)
 
 
@@ -65,8 +67,25 @@ def test_valid_sizes_start_all_free(size: int) -> None:
 
 @pytest.mark.parametrize("start", [-1, 65536])
 def test_start_index_must_be_16_bit(start: int) -> None:
-    with pytest.raises(ValueError, match=rf"start_index .* got {start}\b"):
+    with pytest.raises(InvalidRequest, match=rf"start_index .* got {start}\b"):
         VirtQueue(8, start_index=start)
+
+
+def test_every_refusal_is_a_virtqueue_error_and_a_bad_argument_is_also_a_value_error() -> None:
+    """One ``except VirtqueueError`` catches whatever the ring refuses."""
+    refusals: list[Callable[[], object]] = [
+        lambda: VirtQueue(3),
+        lambda: VirtQueue(8, start_index=-1),
+        lambda: VirtQueue(2).add([], "empty"),
+        lambda: VirtQueue(2).add([(0, 1)] * 3, "too long"),
+        lambda: VirtQueue(2).add([(1 << 64, 1)], "address"),
+        lambda: VirtQueue(2).push_used(0, 0),
+    ]
+    for refuse in refusals:
+        with pytest.raises(VirtqueueError):
+            refuse()
+    with pytest.raises(ValueError):
+        VirtQueue(3)
 
 
 def test_vring_need_event_is_old_le_event_lt_new_modulo_2_16() -> None:
@@ -174,7 +193,7 @@ def test_bad_chains_are_refused_and_change_nothing(
 ) -> None:
     vq = VirtQueue(4)
     before = state(vq)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InvalidRequest, match=match):
         vq.add(buffers, "x")
     assert state(vq) == before
 
@@ -607,7 +626,7 @@ class VirtQueueMachine(RuleBasedStateMachine):
         self.next_token += 1
         free = self.size - sum(len(c[1]) for c in self.chains.values())
         if len(buffers) > self.size:
-            with pytest.raises(ValueError, match="can never fit"):
+            with pytest.raises(InvalidRequest, match="can never fit"):
                 vq.add(buffers, token, device_writable=writable)
             return
         if len(buffers) > free:
