@@ -4,7 +4,7 @@ The reference scenario: a 16-vCPU, 32 GiB guest running will-it-scale's page_fau
 pages and (separately) with THP, for a short virtual duration (default 100 ms: a few seconds of
 wall time per run on a 2-core machine; ``--duration`` changes it), without hinting (policy
 "none", set explicitly: the schema's default is page_reporting). Everything else is the
-scenario defaults (``actors/schema.py``), identical in both models: 64 MiB boot memory,
+scenario defaults (``actors/scenario/schema.py``), identical in both models: 64 MiB boot memory,
 128 MiB mapping per task, max_order 11, pcp batch 63 / high 378, ``Costs()``. The peer is
 ``peers/simpy_guest.py``: SimPy processes for vCPUs and a ``simpy.Resource`` for the zone lock,
 sharing the pure allocator, host backing and workload generators with pagehint.

@@ -196,8 +196,8 @@ _WORKER = f"""
     ), r AS (
         SELECT run, worker, count(*) AS reports, sum(nblocks) AS blocks,
             sum(pages) AS pages,
-            -- policies.py fill_ratio: entries of the design's capacity; the scanner also
-            -- counts pages against its batch (64 MiB), whichever is fuller
+            -- a design's fill_ratio (actors/designs/): entries of its capacity; the scanner
+            -- also counts pages against its batch (64 MiB), whichever is fuller
             avg(CASE WHEN policy.batch_pages IS NULL THEN nblocks / policy.capacity
                 ELSE least(1.0, greatest(nblocks / policy.capacity,
                                          pages / policy.batch_pages)) END) AS fill,

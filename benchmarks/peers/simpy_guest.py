@@ -4,7 +4,7 @@ Same model as ``pagehint.actors`` (zone.py, vcpu.py), on SimPy instead of trio a
 
 * the zone lock is a ``simpy.Resource(capacity=1)``; on acquisition the allocator change is
   made at once, then the lock is held for ``costs.lock_hold_ns(blocks)`` (as ``Zone`` does);
-* each vCPU is a SimPy process running a workload generator from ``actors/workloads.py``,
+* each vCPU is a SimPy process running a workload generator from ``actors/workloads/``,
   sending it the current time after each operation;
 * per-CPU lists, refill by ``batch``, drain of the cold end past ``high``, THP blocks straight
   from the zone, host first-touch cost, and the chunking of sleeps are those of ``VCpu``.
