@@ -6,12 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pagehint.protocol.units import pages
 from pagehint.runtime.harness.config import ConfigError, structure
 from pagehint.runtime.harness.logdb import LogDB, LogError, open_logs
 
-from ..designs import ScannerPolicy
-from ..scenario import make_policy
+from ..designs.base import COMMON_KNOBS
+from ..scenario.effective import resolve
 from ..scenario.schema import CONVERTER, Scenario
 from .fields import FIELDS
 from .reports import guest_reports
@@ -33,19 +32,23 @@ def _policy_row(db: LogDB, index: int) -> tuple[Any, ...]:
             "sampling interval are unknown"
         )
         return unknown
-    policy = make_policy(scenario)
-    if scenario.host.batch_size:
-        policy.use_host_batch(pages(scenario.host.batch_size))
+    limits = resolve(scenario).limits
     return (
         source.run,
         scenario.policy.name,
-        policy.capacity,
-        policy.batch_pages if isinstance(policy, ScannerPolicy) else None,
+        limits.capacity,
+        limits.page_limit,
         scenario.policy.poll_budget,
         scenario.run.sample_interval,
         scenario.run.log_level,
         scenario.host.guests,
     )
+
+
+def _design_knob(key: str, differing: Sequence[str]) -> bool:
+    """A design's own knob varies with the design: ``policy.name`` is the factor, not it."""
+    section, _, knob = key.partition(".")
+    return section == "policy" and knob not in COMMON_KNOBS and "policy.name" in differing
 
 
 def open_run(paths: Path | str | Sequence[Path | str], *, buckets: int = 20) -> LogDB:
@@ -59,7 +62,7 @@ def open_run(paths: Path | str | Sequence[Path | str], *, buckets: int = 20) -> 
         db.report("return").fetchall()
         db.sql("SELECT t, pages FROM events WHERE event = 'report'").df()
     """
-    db = open_logs(paths, fields=FIELDS, reports=guest_reports(buckets))
+    db = open_logs(paths, fields=FIELDS, reports=guest_reports(buckets), implied=_design_knob)
     for source in db.sources:
         model = source.header.get("model")
         if model != "guest":

@@ -1,6 +1,8 @@
-"""The hinting designs: each one's decisions as a pure class, driven by the hinting worker.
+"""The hinting designs: each one a pure class (see ``base``), driven by the hinting worker.
 
-One module per design, with its sources in the kernel notes and the seed thread:
+One module per design, registered under the entry-point group ``pagehint.designs`` as a
+user's package registers its own (``registry`` finds them), with its sources in the kernel
+notes and the seed thread:
 
 - ``none`` (``base.Policy``): no hinting, the baseline;
 - ``scanner``: Duyck's April 2019 proposal, the seed;
@@ -9,18 +11,24 @@ One module per design, with its sources in the kernel notes and the seed thread:
 - ``bitmap``: Nitesh v11/v12, a zone bitmap at MAX_ORDER-2.
 """
 
-from .base import Batch, Block, Policy
-from .bitmap import BitmapPolicy
-from .page_reporting import PageReportingPolicy
-from .percpu_capture import PercpuCapturePolicy
-from .scanner import ScannerPolicy
+from .base import Batch, Block, DesignConfig, Limits, Policy
+from .bitmap import BitmapConfig, BitmapPolicy
+from .page_reporting import PageReportingConfig, PageReportingPolicy
+from .percpu_capture import PercpuCaptureConfig, PercpuCapturePolicy
+from .scanner import ScannerConfig, ScannerPolicy
 
 __all__ = [
     "Batch",
+    "BitmapConfig",
     "BitmapPolicy",
     "Block",
+    "DesignConfig",
+    "Limits",
+    "PageReportingConfig",
     "PageReportingPolicy",
+    "PercpuCaptureConfig",
     "PercpuCapturePolicy",
     "Policy",
+    "ScannerConfig",
     "ScannerPolicy",
 ]

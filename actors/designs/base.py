@@ -1,17 +1,30 @@
-"""What every hinting design decides, and the ``none`` design (no hinting) itself.
+"""What a hinting design is, and the ``none`` design (no hinting) itself.
 
-Every method that touches the allocator is called by the worker *under the zone lock* (the
-worker sends it to the zone actor as a ``ZoneWork``), so a policy is plain synchronous code:
-what to record when a block is freed and whether that wakes the worker, which blocks to isolate
-for the next report, and how to put them back when the host has answered. ``Policy`` itself is
-``none``: it never wakes the worker.
+A design is one class, a subclass of ``Policy``, and everything about it is said there:
+
+- ``name`` and ``description``: what ``pagehint designs`` and reports call it;
+- ``Config``: an attrs class deriving ``DesignConfig`` with only the design's own knobs, each
+  with its kernel default and a docstring (``pagehint config --explain`` prints them);
+- ``default_capacity``, ``default_delay_ns`` and ``default_min_order``: its values of the knobs
+  every design has, used where the scenario leaves them unset;
+- ``limits``: those knobs resolved against the guest and the host's batch (``Limits``);
+- the decisions, plain synchronous code. Every method that touches the allocator is called by
+  the worker *under the zone lock* (the worker sends it to the zone actor as a ``ZoneWork``):
+  what to record when a block is freed and whether that wakes the worker, which blocks to
+  isolate for the next report, and how to put them back when the host has answered.
+
+Designs are found by name through the entry-point group ``pagehint.designs`` (the built-ins
+register there exactly as a user's package does) or by import path, ``package.module:Class``.
+``Policy`` itself is ``none``: it never wakes the worker.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 import attrs
+
+from pagehint.protocol.units import Nanos, pages
 
 from ..mm.buddy import BuddyAllocator
 
@@ -31,12 +44,90 @@ class Batch:
         return sum(1 << order for _, order in self.blocks)
 
 
+@attrs.frozen
+class DesignConfig:
+    """The ``[policy]`` table: the design, and the knobs every design has.
+
+    A design's own ``Config`` derives from this and adds its knobs. ``capacity``, ``min_order``
+    and ``delay`` left unset take the chosen design's own values.
+    """
+
+    name: str = "none"
+    """The hinting design: an installed one's name (pagehint designs lists them) or the import
+    path of a Policy subclass, package.module:Class."""
+    capacity: int | None = None
+    """Blocks per report; unset: the design's own (page_reporting 32, PAGE_REPORTING_CAPACITY)."""
+    min_order: int | None = None
+    """Smallest order hinted; unset: the design's own (page_reporting pageblock_order)."""
+    delay: Nanos | None = None
+    """Delay from trigger to pass; unset: the design's own (page_reporting 2s,
+    PAGE_REPORTING_DELAY)."""
+    poll_budget: int = 64
+    """Reports per wake-up before the worker yields and polls again (NAPI budget)."""
+
+
+COMMON_KNOBS = tuple(field.name for field in attrs.fields(DesignConfig))
+
+
+def own_knobs(config_class: type[DesignConfig]) -> tuple[attrs.Attribute[Any], ...]:
+    """The knobs a design's config adds to those every design has."""
+    return tuple(f for f in attrs.fields(config_class) if f.name not in COMMON_KNOBS)
+
+
+@attrs.frozen
+class Limits:
+    """A design's knobs resolved for one scenario: what its decisions run with."""
+
+    capacity: int  # blocks per report, after the host's batch where the design takes it
+    min_order: int
+    max_order: int
+    delay_ns: int
+    page_limit: int | None = None  # pages per report, for a design that limits them too
+
+
 class Policy:
     """The decisions of one hinting design. Subclasses override what differs."""
 
     name: ClassVar[str] = "none"
+    description: ClassVar[str] = "no hinting: the baseline every result is compared with"
+    Config: ClassVar[type[DesignConfig]] = DesignConfig
+    default_capacity: ClassVar[int] = 32
+    default_delay_ns: ClassVar[int] = 0
+    returns_memory: ClassVar[bool] = False  # pagehint.testing checks a design that says so
     synchronous: ClassVar[bool] = True  # wait for the host's ack before the next report
     allocations_per_report: ClassVar[int] = 0  # pages allocated (and freed) per report
+
+    @classmethod
+    def default_min_order(cls, max_order: int, pageblock_order: int) -> int:
+        """The smallest order this design hints when ``min_order`` is unset."""
+        return max_order - 1
+
+    @classmethod
+    def limits(
+        cls, config: DesignConfig, max_order: int, pageblock_order: int, host_batch: int
+    ) -> Limits:
+        """The knobs resolved: unset ones take this design's values, and a batch the host
+        supplies (``host_batch`` bytes, 0 for none; Tsirkin's suggestion in the seed thread)
+        sets the blocks per report."""
+        min_order = config.min_order
+        if min_order is None:
+            min_order = max(0, cls.default_min_order(max_order, pageblock_order))
+        capacity = config.capacity if config.capacity is not None else cls.default_capacity
+        if host_batch:
+            capacity = max(1, pages(host_batch) >> max(0, min_order))  # checked elsewhere
+        delay = config.delay if config.delay is not None else cls.default_delay_ns
+        return Limits(capacity, min_order, max_order, delay)
+
+    @classmethod
+    def check(cls, config: Any, limits: Limits) -> list[str]:
+        """Knob values that are well-typed but impossible for this design, as 'key: why'."""
+        return []
+
+    @classmethod
+    def from_config(cls, config: Any, limits: Limits) -> Self:
+        """The decisions for one guest: the limits, and each own knob passed by its name."""
+        own = {field.name: getattr(config, field.name) for field in own_knobs(cls.Config)}
+        return cls(limits.capacity, limits.min_order, limits.max_order, limits.delay_ns, **own)
 
     def __init__(self, capacity: int, min_order: int, max_order: int, delay_ns: int = 0) -> None:
         self.capacity = capacity
@@ -49,9 +140,9 @@ class Policy:
     def enabled(self) -> bool:
         return type(self) is not Policy
 
-    def use_host_batch(self, pages: int) -> None:
-        """The host supplied the batch size (Tsirkin's suggestion in the seed thread)."""
-        self.capacity = max(1, pages >> self.min_order)
+    def on_register(self) -> bool:
+        """The driver registered with the device (at boot). True: wake the worker at once."""
+        return False
 
     def fill_ratio(self, batch: Batch) -> float:
         """How full a report is, by what limits this design's reports: here, entries."""

@@ -6,14 +6,34 @@ synchronous reports of 16.
 
 from __future__ import annotations
 
+import attrs
+
 from ..mm.buddy import BlockState, BuddyAllocator
-from .base import Batch, Block, Policy
+from .base import Batch, Block, DesignConfig, Policy
+
+
+@attrs.frozen
+class BitmapConfig(DesignConfig):
+    threshold: int = 16
+    """Set bits that wake the worker (v11 names no value: one report's worth,
+    PAGE_REPORTING_MAX_PAGES)."""
 
 
 class BitmapPolicy(Policy):
     """Nitesh v11/v12: a zone bitmap at MAX_ORDER-2 granularity, set after merge."""
 
     name = "bitmap"
+    description = (
+        "Nitesh v11/v12: a zone bitmap at MAX_ORDER-2 set after merge, a threshold-triggered "
+        "worker, synchronous reports of 16"
+    )
+    Config = BitmapConfig
+    default_capacity = 16  # v12's PAGE_REPORTING_MAX_PAGES
+    returns_memory = True
+
+    @classmethod
+    def default_min_order(cls, max_order: int, pageblock_order: int) -> int:
+        return max_order - 2
 
     def __init__(
         self,

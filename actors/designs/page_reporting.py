@@ -7,8 +7,18 @@ tail placement as an option.
 
 from __future__ import annotations
 
+import attrs
+
+from pagehint.runtime import NS_PER_S
+
 from ..mm.buddy import BuddyAllocator
-from .base import Batch, Block, Policy
+from .base import Batch, Block, DesignConfig, Policy
+
+
+@attrs.frozen
+class PageReportingConfig(DesignConfig):
+    tail_placement: bool = False
+    """Put reported pages back at the tail of their free list (5.10, FPI_TO_TAIL)."""
 
 
 def _isolate_from_list(
@@ -46,6 +56,17 @@ class PageReportingPolicy(Policy):
     """Linux 5.7+ free page reporting (mm/page_reporting.c) for one zone."""
 
     name = "page_reporting"
+    description = (
+        "Linux 5.7+ free page reporting: IDLE/REQUESTED/ACTIVE, a delayed pass over the free "
+        "lists from pageblock order up, a budget per list, the lock dropped while the host works"
+    )
+    Config = PageReportingConfig
+    default_delay_ns = 2 * NS_PER_S  # PAGE_REPORTING_DELAY (2 * HZ)
+    returns_memory = True
+
+    @classmethod
+    def default_min_order(cls, max_order: int, pageblock_order: int) -> int:
+        return pageblock_order  # page_reporting_order defaults to pageblock_order
 
     def __init__(
         self,
@@ -72,6 +93,9 @@ class PageReportingPolicy(Policy):
 
     def on_free(self, pfn: int, order: int, requester: str) -> bool:
         return order >= self.min_order and self.request()
+
+    def on_register(self) -> bool:
+        return self.request()  # page_reporting_register(): "begin initial flush of zones"
 
     def begin_pass(self, allocator: BuddyAllocator) -> None:
         self.state = ACTIVE

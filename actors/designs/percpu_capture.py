@@ -6,14 +6,31 @@ an asynchronous host.
 
 from __future__ import annotations
 
+import attrs
+
 from ..mm.buddy import BlockState, BuddyAllocator
-from .base import Batch, Block, Policy
+from .base import Batch, Block, DesignConfig, Policy
+
+
+@attrs.frozen
+class PercpuCaptureConfig(DesignConfig):
+    threshold: int = 128
+    """Captured entries in a CPU's array that start hinting (v9's HINTING_THRESHOLD)."""
+    array_size: int = 256
+    """Entries per CPU array (MAX_FGPT_ENTRIES); frees beyond it are lost hints."""
 
 
 class PercpuCapturePolicy(Policy):
     """Nitesh v9: per-CPU arrays captured at free time, hinted when 128 are captured."""
 
     name = "percpu_capture"
+    description = (
+        "Nitesh v9: per-CPU arrays of freed MAX_ORDER-1 blocks captured at free time, hinted "
+        "when a threshold is captured, two allocations per report, an asynchronous host"
+    )
+    Config = PercpuCaptureConfig
+    default_capacity = 128  # a report takes what reached HINTING_THRESHOLD
+    returns_memory = True
     synchronous = False
     allocations_per_report = 2  # "2 allocations that have to occur every time we provide a hint"
 

@@ -7,14 +7,69 @@ and enqueue them at the tail on return; stop when a full set cannot be filled (a
 
 from __future__ import annotations
 
+from typing import Any, Self
+
+import attrs
+
+from pagehint.protocol.units import PAGE_SIZE, Bytes, format_size, pages
+
 from ..mm.buddy import BuddyAllocator
-from .base import Batch, Block, Policy
+from .base import Batch, Block, DesignConfig, Limits, Policy
+
+
+@attrs.frozen
+class ScannerConfig(DesignConfig):
+    batch: Bytes = Bytes(64 << 20)
+    """Most memory isolated at once (the seed's 64 MiB); the scanner wakes at twice this."""
 
 
 class ScannerPolicy(Policy):
     """Duyck's scanner from the seed thread: a NAPI-style worker over a high-water mark."""
 
     name = "scanner"
+    description = (
+        "the seed's proposal: wake at 2x a batch of freed, unhinted pages, isolate MAX_ORDER-1 "
+        "and -2 blocks up to the batch, offline and tail-enqueue on return"
+    )
+    Config = ScannerConfig
+    returns_memory = True
+
+    @classmethod
+    def default_min_order(cls, max_order: int, pageblock_order: int) -> int:
+        return max_order - 2
+
+    @classmethod
+    def limits(
+        cls, config: DesignConfig, max_order: int, pageblock_order: int, host_batch: int
+    ) -> Limits:
+        """A batch the host supplies replaces the scanner's own page budget, not its entries."""
+        assert isinstance(config, ScannerConfig)
+        limits = super().limits(config, max_order, pageblock_order, 0)
+        budget = pages(host_batch or config.batch)
+        if host_batch:
+            budget = max(1 << limits.min_order, budget)
+        return attrs.evolve(limits, page_limit=budget)
+
+    @classmethod
+    def check(cls, config: Any, limits: Limits) -> list[str]:
+        smallest = PAGE_SIZE << limits.min_order
+        if config.batch < smallest:
+            return [
+                f"policy.batch: {format_size(config.batch)} is smaller than one block of the "
+                f"smallest hinted order ({format_size(smallest)})"
+            ]
+        return []
+
+    @classmethod
+    def from_config(cls, config: Any, limits: Limits) -> Self:
+        assert limits.page_limit is not None
+        return cls(
+            limits.capacity,
+            limits.min_order,
+            limits.max_order,
+            limits.delay_ns,
+            batch_pages=limits.page_limit,
+        )
 
     def __init__(
         self,
@@ -30,9 +85,6 @@ class ScannerPolicy(Policy):
         self.nr_freed = 0  # pages freed at the hinted orders (Duyck's nr_freed)
         self.nr_freed_at_last_hint = 0
         self.awake = False
-
-    def use_host_batch(self, pages: int) -> None:
-        self.batch_pages = max(1 << self.min_order, pages)
 
     def fill_ratio(self, batch: Batch) -> float:
         return min(1.0, max(len(batch.blocks) / self.capacity, batch.pages / self.batch_pages))

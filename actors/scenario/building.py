@@ -14,7 +14,7 @@ from pagehint.runtime import ActorSystem, stream_for
 from pagehint.runtime.harness.config import ConfigError
 
 from .. import workloads
-from ..designs import BitmapPolicy, PageReportingPolicy, PercpuCapturePolicy, Policy, ScannerPolicy
+from ..designs import Policy
 from ..device import (
     VIRTIO_BALLOON_F_PAGE_POISON,
     VIRTIO_BALLOON_F_REPORTING,
@@ -29,6 +29,7 @@ from ..vcpu import PcpLimits, VCpu
 from ..worker import HintingWorker
 from ..workloads import Trace, TraceError, TraceEvent, parse_perf_script
 from ..zone import Zone
+from .effective import resolve
 from .schema import (
     Churn,
     Idle,
@@ -37,8 +38,6 @@ from .schema import (
     PageFault2,
     Scenario,
     TraceReplay,
-    policy_defaults,
-    queue_size,
 )
 
 
@@ -109,25 +108,8 @@ class Machine:
 
 
 def make_policy(scenario: Scenario) -> Policy:
-    """The configured design's pure decision class, with its kernel defaults filled in."""
-    policy = scenario.policy
-    capacity, min_order, delay = policy_defaults(scenario)
-    max_order = scenario.guest.max_order
-    if policy.name == "scanner":
-        return ScannerPolicy(capacity, min_order, max_order, delay, batch_pages=pages(policy.batch))
-    if policy.name == "page_reporting":
-        return PageReportingPolicy(
-            capacity, min_order, max_order, delay, tail_placement=policy.tail_placement
-        )
-    if policy.name == "percpu_capture":
-        threshold = policy.threshold if policy.threshold is not None else 128
-        return PercpuCapturePolicy(
-            capacity, min_order, max_order, delay, array_size=policy.array_size, threshold=threshold
-        )
-    if policy.name == "bitmap":
-        threshold = policy.threshold if policy.threshold is not None else 16
-        return BitmapPolicy(capacity, min_order, max_order, delay, threshold=threshold)
-    return Policy(capacity, min_order, max_order, delay)
+    """The configured design's decisions for one guest, every value resolved (``effective``)."""
+    return resolve(scenario).policy()
 
 
 def _build_guest(
@@ -171,22 +153,19 @@ def _build_guest(
         BalloonDevice(
             f"{prefix}balloon",
             f"{prefix}guest",
-            VirtQueue(queue_size(scenario), event_idx=scenario.virtio.event_idx),
+            VirtQueue(resolve(scenario).queue_size, event_idx=scenario.virtio.event_idx),
             negotiate(host_features, guest.page_poison),
             costs.kick,
             costs.interrupt,
         )
     )
     policy = make_policy(scenario)
-    if scenario.host.batch_size:
-        policy.use_host_batch(pages(scenario.host.batch_size))
     worker = None
     if policy.enabled and device.reporting:
         worker = system.spawn(
             HintingWorker(f"{prefix}worker", zone, device, policy, scenario.policy.poll_budget)
         )
-        # page_reporting_register() requests a first pass as the driver loads.
-        if isinstance(policy, PageReportingPolicy) and policy.request():
+        if policy.on_register():  # e.g. page_reporting_register() requests a first pass
             worker.try_tell(WakeWorker())
     elif policy.enabled:
         system.log.warning("reporting_disabled", guest=f"{prefix}guest", policy=policy.name)

@@ -17,9 +17,10 @@ from rich.table import Table
 from pagehint.runtime import ActorSystem
 from pagehint.runtime.harness.config import ConfigError, explain, structure
 
+from ..designs import DesignConfig
 from .building import build, read_trace
 from .outcomes import format_metric, headline, summarise, summary_table
-from .schema import CONVERTER, PolicySection, Scenario, TraceReplay, check_scenario
+from .schema import CONVERTER, Scenario, TraceReplay, check_scenario
 
 
 class GuestModel:
@@ -69,7 +70,7 @@ class GuestModel:
         """The same scenario and seed without hinting, to measure what hinting costs."""
         if config.policy.name == "none" or not config.run.baseline:
             return None
-        return attrs.evolve(config, policy=PolicySection(name="none"))
+        return attrs.evolve(config, policy=DesignConfig(name="none"))
 
     def fold_baseline(self, summary: dict[str, Any], baseline: Mapping[str, Any]) -> None:
         ours = summary["workload"]["faults"]

@@ -7,11 +7,14 @@ kernel has one. Each field's docstring is its documentation.
 
 from __future__ import annotations
 
+import typing
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import attrs
 import cattrs
+import cattrs.gen
 
 from pagehint.protocol.units import (
     PAGE_SIZE,
@@ -22,10 +25,15 @@ from pagehint.protocol.units import (
     parse_size,
 )
 from pagehint.runtime import NS_PER_S
-from pagehint.runtime.harness.config import make_converter
+from pagehint.runtime.harness.config import ConfigNotice, TableKeysError, make_converter, suggest
 
+from ..designs import DesignConfig, PageReportingConfig, Policy
+from ..designs.registry import find_design, installed_designs
 from ..mm.buddy import Watermarks
 from ..mm.costs import Costs
+from .effective import check_hinting
+
+DEFAULT_DESIGN = "page_reporting"
 
 # -- the schema ------------------------------------------------------------------------------
 
@@ -137,40 +145,11 @@ WORKLOADS: dict[str, type[WorkloadSection]] = {
 }
 
 
-PolicyName = Literal["none", "scanner", "page_reporting", "percpu_capture", "bitmap"]
-
-
-@attrs.frozen
-class PolicySection:
-    """The hinting design and its knobs; unset knobs take the design's own (kernel) values."""
-
-    name: PolicyName = "page_reporting"
-    """none, scanner (the seed's proposal), page_reporting (Linux 5.7+), percpu_capture
-    (Nitesh v9), bitmap (Nitesh v11/v12)."""
-    capacity: int | None = None
-    """Blocks per report: page_reporting 32 (PAGE_REPORTING_CAPACITY), scanner 32, percpu_capture
-    128, bitmap 16 (PAGE_REPORTING_MAX_PAGES)."""
-    min_order: int | None = None
-    """Smallest order hinted: page_reporting pageblock_order; scanner and bitmap MAX_ORDER-2;
-    percpu_capture MAX_ORDER-1."""
-    delay: Nanos | None = None
-    """Delay from trigger to pass: page_reporting 2s (PAGE_REPORTING_DELAY); others 0."""
-    tail_placement: bool = False
-    """page_reporting: put reported pages back at the tail (5.10 FPI_TO_TAIL)."""
-    batch: Bytes = Bytes(64 << 20)
-    """scanner: most memory isolated at once (the seed's 64 MiB); it wakes at twice this."""
-    threshold: int | None = None
-    """percpu_capture: captured entries that start hinting (128); bitmap: set bits (16)."""
-    array_size: int = 256
-    """percpu_capture: entries per CPU array (MAX_FGPT_ENTRIES); frees beyond are lost hints."""
-    poll_budget: int = 64
-    """Reports per wake-up before the worker yields and polls again (NAPI budget)."""
-
-
 @attrs.frozen
 class VirtioSection:
     queue_size: int | None = None
-    """Reporting virtqueue size; unset: 32 as QEMU creates it (at least the capacity)."""
+    """Reporting virtqueue size; unset: 32 as QEMU creates it (or the smallest power of two
+    that holds a report of policy.capacity blocks)."""
     event_idx: bool = False
     """VIRTIO_RING_F_EVENT_IDX notification suppression."""
 
@@ -216,7 +195,9 @@ class Scenario:
     run: RunSection = RunSection()
     guest: GuestSection = GuestSection()
     workload: WorkloadSection = PageFault1()
-    policy: PolicySection = PolicySection()
+    policy: DesignConfig = attrs.Factory(lambda: PageReportingConfig(name=DEFAULT_DESIGN))
+    """The [policy] table: name picks the design; the other keys are the knobs every design
+    has and the chosen design's own (pagehint designs lists them)."""
     virtio: VirtioSection = VirtioSection()
     host: HostSection = HostSection()
     faults: tuple[FaultSection, ...] = ()
@@ -249,8 +230,80 @@ def _structure_workload(document: Any, _: Any) -> WorkloadSection:
     return CONVERTER.structure(document, WORKLOADS[name])
 
 
+def _structure_policy(document: Any, _: Any) -> DesignConfig:
+    """[policy] as the chosen design's config: only its knobs, or a knob another design has at
+    that design's default (what config.toml files of earlier versions carry), dropped."""
+    if not isinstance(document, Mapping):
+        raise ValueError("expected a table with a name (a design: pagehint designs lists them)")
+    name = document.get("name", DEFAULT_DESIGN)
+    if not isinstance(name, str):
+        raise ValueError(f"name: expected the name of a design, got {name!r}")
+    design = find_design(name)
+    knobs = [field.name for field in attrs.fields(design.Config)]
+    kept = {key: value for key, value in document.items() if key in knobs}
+    refused: dict[str, str] = {}
+    for key, value in document.items():
+        if key in knobs:
+            continue
+        owners = [owner for owner in installed_designs().values() if _has_knob(owner, key)]
+        if owners and all(_is_default(owner, key, value) for owner in owners):
+            warnings.warn(
+                f"policy.{key} = {value!r} dropped: it is {owners[0].name}'s knob at its "
+                f"default, and design {name!r} has no such knob",
+                ConfigNotice,
+                stacklevel=2,
+            )
+            continue
+        whose = f"; it is a knob of {', '.join(o.name for o in owners)}" if owners else ""
+        refused[key] = (
+            f"not a knob of design {name!r}{whose}{suggest(key, knobs)} "
+            f"(its knobs: {', '.join(knobs)})"
+        )
+    if refused:
+        raise TableKeysError(refused)
+    config: DesignConfig = _knobs_of(design.Config)[0]({**kept, "name": name}, design.Config)
+    return config
+
+
+def _has_knob(design: type[Policy], key: str) -> bool:
+    return key in attrs.fields_dict(design.Config)
+
+
+def _is_default(design: type[Policy], key: str, value: Any) -> bool:
+    """Whether ``value``, as a knob of ``design``, is that knob's default."""
+    kind = typing.get_type_hints(design.Config)[key]
+    default = attrs.fields_dict(design.Config)[key].default
+    try:
+        return bool(CONVERTER.structure(value, kind) == default)
+    except Exception:  # a value that does not even structure is no default
+        return False
+
+
+def _unstructure_policy(config: DesignConfig) -> dict[str, Any]:
+    """Every knob of the chosen design, not only those every design has."""
+    document: dict[str, Any] = _knobs_of(type(config))[1](config)
+    return document
+
+
+_CONFIG_HOOKS: dict[type[DesignConfig], tuple[Any, Any]] = {}
+
+
+def _knobs_of(config_class: type[DesignConfig]) -> tuple[Any, Any]:
+    """How one design's config is structured and unstructured (not by the [policy] hooks,
+    which hand over to these)."""
+    hooks = _CONFIG_HOOKS.get(config_class)
+    if hooks is None:
+        hooks = _CONFIG_HOOKS[config_class] = (
+            cattrs.gen.make_dict_structure_fn(config_class, CONVERTER),
+            cattrs.gen.make_dict_unstructure_fn(config_class, CONVERTER),
+        )
+    return hooks
+
+
 def _make_converter() -> cattrs.Converter:
     converter = make_converter()
+    converter.register_structure_hook_func(lambda kind: kind is DesignConfig, _structure_policy)
+    converter.register_unstructure_hook_func(lambda kind: kind is DesignConfig, _unstructure_policy)
     converter.register_structure_hook(Bytes, lambda value, _: parse_size(value))
     converter.register_structure_hook(Nanos, lambda value, _: parse_duration(value))
     converter.register_unstructure_hook(Bytes, _size_text)
@@ -298,7 +351,7 @@ def check_scenario(scenario: Scenario) -> list[str]:
             f"guest.pcp_high ({guest.pcp_high}) must be at least guest.pcp_batch "
             f"({guest.pcp_batch}), which must be positive"
         )
-    problems += _check_hinting(scenario)
+    problems += check_hinting(scenario) + _check_host(scenario)
     workload = scenario.workload
     if isinstance(workload, Churn) and not 0.0 <= workload.thp_fraction <= 1.0:
         problems.append(f"workload.thp_fraction: must be within 0..1, got {workload.thp_fraction}")
@@ -312,57 +365,9 @@ def check_scenario(scenario: Scenario) -> list[str]:
     return problems
 
 
-def policy_defaults(scenario: Scenario) -> tuple[int, int, int]:
-    """The effective (capacity, min_order, delay_ns) of the configured policy."""
-    policy, guest = scenario.policy, scenario.guest
-    capacity, min_order, delay = {
-        "none": (32, guest.max_order - 1, 0),
-        "scanner": (32, guest.max_order - 2, 0),
-        "page_reporting": (32, guest.pageblock_order, 2 * NS_PER_S),
-        "percpu_capture": (128, guest.max_order - 1, 0),
-        "bitmap": (16, guest.max_order - 2, 0),
-    }[policy.name]
-    return (
-        policy.capacity if policy.capacity is not None else capacity,
-        policy.min_order if policy.min_order is not None else max(0, min_order),
-        policy.delay if policy.delay is not None else delay,
-    )
-
-
-def queue_size(scenario: Scenario) -> int:
-    """The reporting virtqueue's size: as configured, else QEMU's 32 (or the capacity)."""
-    if scenario.virtio.queue_size is not None:
-        return scenario.virtio.queue_size
-    capacity = policy_defaults(scenario)[0]
-    return max(32, 1 << (capacity - 1).bit_length())
-
-
-def _check_hinting(scenario: Scenario) -> list[str]:
-    policy, guest, host = scenario.policy, scenario.guest, scenario.host
-    capacity, min_order, _ = policy_defaults(scenario)
-    size = queue_size(scenario)
+def _check_host(scenario: Scenario) -> list[str]:
+    guest, host = scenario.guest, scenario.host
     problems = []
-    if capacity < 1:
-        problems.append(f"policy.capacity: must be positive, got {capacity}")
-    if not 0 <= min_order < guest.max_order:
-        problems.append(
-            f"policy.min_order: must be within 0..{guest.max_order - 1} (guest.max_order - 1), "
-            f"got {min_order}"
-        )
-    if size < 1 or size & (size - 1) or size > 32768:
-        problems.append(f"virtio.queue_size: must be a power of two up to 32768, got {size}")
-    elif policy.name != "none" and capacity > size:
-        problems.append(
-            f"policy.capacity: a report of {capacity} blocks does not fit the virtqueue "
-            f"(virtio.queue_size = {size})"
-        )
-    if policy.poll_budget < 1:
-        problems.append(f"policy.poll_budget: must be positive, got {policy.poll_budget}")
-    if policy.batch < PAGE_SIZE << min_order:
-        problems.append(
-            f"policy.batch: {format_size(policy.batch)} is smaller than one block of the "
-            f"smallest hinted order ({format_size(PAGE_SIZE << min_order)})"
-        )
     if not 1 <= host.guests <= 64:
         problems.append(f"host.guests: must be within 1..64, got {host.guests}")
     if host.memory and host.memory < guest.boot_memory * host.guests:

@@ -21,7 +21,15 @@ from ..errors import PagehintError
 from ..log import RunLog
 from ..system import ActorSystem, run_simulation
 from ..version import VERSION
-from .config import ConfigError, apply_overrides, apply_values, flatten, load_toml, to_toml
+from .config import (
+    ConfigError,
+    apply_overrides,
+    apply_values,
+    flatten,
+    load_toml,
+    notices_shown_as,
+    to_toml,
+)
 from .demo import run_demo
 from .model import Model, execute, load_model
 from .sweep import (
@@ -329,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.handler(args))
+        with notices_shown_as(lambda notice: print(f"pagehint: notice: {notice}", file=sys.stderr)):
+            return int(args.handler(args))
     except ConfigError as error:
         print(f"pagehint: bad input\n{error}", file=sys.stderr)
         return 2

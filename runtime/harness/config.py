@@ -15,9 +15,11 @@ import itertools
 import textwrap
 import tomllib
 import typing
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import attrs
 import cattrs
@@ -36,6 +38,44 @@ class ConfigError(PagehintError):
         self.source = source
         self.problems = list(problems)
         super().__init__("\n".join(f"{source}: {problem}" for problem in self.problems))
+
+
+class ConfigNotice(UserWarning):
+    """A config that loads, but not quite as written (a key dropped on migration, a plugin
+    that does not load): issued with ``warnings.warn`` and shown by the CLI on stderr."""
+
+
+@contextmanager
+def notices_shown_as(show: Callable[[str], None] | None) -> Iterator[None]:
+    """Within: each ``ConfigNotice`` goes to ``show`` (None: nowhere), once per message."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore" if show is None else "default", ConfigNotice)
+        original = warnings.showwarning
+
+        def showwarning(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:
+            if show is not None and issubclass(category, ConfigNotice):
+                show(str(message))
+            else:
+                original(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = showwarning
+        yield
+
+
+class TableKeysError(ValueError):
+    """Keys of a table that a model's structure hook refuses, each with why; reported by key
+    path like cattrs' own errors (``policy.array_size: ...``)."""
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        self.problems = dict(problems)
+        super().__init__("; ".join(f"{key}: {why}" for key, why in self.problems.items()))
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -131,6 +171,9 @@ def _describe(error: BaseException, root: type) -> list[str]:
                     f"{prefix}{key}: unknown key{suggest(key, valid)} "
                     f"(valid keys: {', '.join(valid)})"
                 )
+        elif isinstance(exc, TableKeysError):
+            prefix = f"{where}." if path else ""
+            problems += [f"{prefix}{key}: {why}" for key, why in exc.problems.items()]
         elif isinstance(exc, KeyError) and exc.args:
             problems.append(f"{where}: required key {exc.args[0]!r} is missing")
         else:

@@ -325,13 +325,20 @@ def _index_keys(root: Path, config_keys: set[str]) -> list[str]:
     return keys
 
 
-def _factors(sources: Sequence[LogSource], root: Path | None) -> list[str]:
+# Whether a config key differs between runs only because another key does (a design's own knob
+# comes and goes with the design's name): ``implied(key, differing_keys)``.
+Implied = Callable[[str, Sequence[str]], bool]
+
+
+def _factors(sources: Sequence[LogSource], root: Path | None, implied: Implied | None) -> list[str]:
     """Config keys that differ between runs (or that the sweep's index names)."""
     if len(sources) < 2:
         return []
     settings = [source.settings for source in sources]
     ordered = list(dict.fromkeys(key for one in settings for key in one))
     differing = [key for key in ordered if len({repr(one.get(key)) for one in settings}) > 1]
+    if implied is not None:
+        differing = [key for key in differing if not implied(key, differing)]
     named = _index_keys(root, set(ordered)) if root is not None else []
     if named:  # the index's factors, and the seeds that replicate them
         return named + [key for key in differing if _is_replicate(key) and key not in named]
@@ -401,6 +408,7 @@ class LogDB:
         reports: Iterable[Report] = (),
         root: Path | None = None,
         connection: duckdb.DuckDBPyConnection | None = None,
+        implied: Implied | None = None,
     ) -> None:
         if not sources:
             raise ValueError("LogDB needs at least one log")
@@ -408,7 +416,7 @@ class LogDB:
         self.con = connection if connection is not None else duckdb.connect()
         self.reports = {report.name: report for report in reports}
         self.warnings: list[str] = []
-        self.factors_all = _factors(self.sources, root)
+        self.factors_all = _factors(self.sources, root, implied)
         self.factors = [key for key in self.factors_all if not _is_replicate(key)]
         self.replicates = [key for key in self.factors_all if _is_replicate(key)]
         self._columns = dict(COMMON) | column_types(fields or {})
@@ -688,6 +696,7 @@ def open_logs(
     fields: Mapping[str, Mapping[str, str]] | None = None,
     reports: Iterable[Report] = (),
     expected_schema: int = LOG_SCHEMA_VERSION,
+    implied: Implied | None = None,
 ) -> LogDB:
     """Open runs, logs or sweep directories as one ``LogDB``.
 
@@ -699,4 +708,4 @@ def open_logs(
     if not many:
         raise ValueError("open_logs needs at least one path")
     sources, root = find_logs(many, expected_schema)
-    return LogDB(sources, fields=fields, reports=reports, root=root)
+    return LogDB(sources, fields=fields, reports=reports, root=root, implied=implied)

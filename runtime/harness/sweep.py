@@ -44,6 +44,7 @@ from .config import (
     config_hash,
     flatten,
     load_toml,
+    notices_shown_as,
     suggest,
     to_toml,
 )
@@ -180,7 +181,8 @@ def run_spec(model_name: str, spec: RunSpec, run_dir: str) -> dict[str, Any]:
     """Run one spec in whatever process the executor chose; never raises for a failed run."""
     try:
         model = load_model(model_name)
-        config = model.load(dict(spec.document), spec.source)
+        with notices_shown_as(None):  # the client showed them when it validated the sweep
+            config = model.load(dict(spec.document), spec.source)
         code, result = execute(model, config, Path(run_dir))
     except Exception as error:  # a failed run is a row, not the end of the sweep
         return _failed(spec, run_dir, error)
@@ -195,7 +197,8 @@ def _finished_row(model_name: str, spec: RunSpec, run_dir: Path) -> dict[str, An
     if not summary_path.exists() or not config_path.exists():
         return None
     model = load_model(model_name)
-    resolved = to_toml(model.unstructure(model.load(dict(spec.document), spec.source)))
+    with notices_shown_as(None):  # shown when the sweep was validated
+        resolved = to_toml(model.unstructure(model.load(dict(spec.document), spec.source)))
     if config_hash(config_path.read_text()) != config_hash(resolved):
         return None
     summary = orjson.loads(summary_path.read_bytes())

@@ -1,0 +1,99 @@
+"""A scenario's hinting as the run uses it: every derived value resolved once, here.
+
+Validation (``check_hinting``), building (the virtqueue and the design's decisions), analysis
+(batch fill) and ``pagehint designs`` read these values from ``resolve``, so what is checked is
+what runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+from pagehint.protocol.units import format_size
+from pagehint.protocol.virtqueue import MAX_QUEUE_SIZE
+
+from ..designs import DesignConfig, Limits, Policy
+from ..designs.registry import find_design
+
+if TYPE_CHECKING:
+    from .schema import Scenario
+
+# QEMU creates the reporting virtqueue with 32 entries:
+# virtio_add_queue(vdev, 32, virtio_balloon_handle_report) in hw/virtio/virtio-balloon.c.
+QEMU_REPORTING_QUEUE_SIZE = 32
+
+
+@attrs.frozen
+class Hinting:
+    """The design, its knobs and their resolved values, and the virtqueue they report through."""
+
+    design: type[Policy]
+    config: DesignConfig
+    limits: Limits  # after the host's batch
+    own_capacity: int  # blocks per report before the host's batch (what sized the queue)
+    queue_size: int
+    queue_size_derived: bool  # virtio.queue_size was unset
+
+    @property
+    def hints(self) -> bool:
+        """Whether the design hints at all (``none`` does not)."""
+        return self.design is not Policy
+
+    def policy(self) -> Policy:
+        """A fresh decision object for one guest."""
+        return self.design.from_config(self.config, self.limits)
+
+
+def resolve(scenario: Scenario) -> Hinting:
+    """The one resolution of ``[policy]``, ``[virtio]`` and ``host.batch_size``."""
+    config, guest, host = scenario.policy, scenario.guest, scenario.host
+    design = find_design(config.name)
+    own = design.limits(config, guest.max_order, guest.pageblock_order, 0)
+    limits = own
+    if host.batch_size:
+        limits = design.limits(config, guest.max_order, guest.pageblock_order, host.batch_size)
+    size = scenario.virtio.queue_size
+    derived = size is None
+    if size is None:  # QEMU's 32, or the smallest power of two that holds a report
+        size = max(QEMU_REPORTING_QUEUE_SIZE, 1 << max(0, own.capacity - 1).bit_length())
+    return Hinting(design, config, limits, own.capacity, size, derived)
+
+
+def check_hinting(scenario: Scenario) -> list[str]:
+    """The hinting values that are each well-typed but impossible, naming the keys to change."""
+    hinting = resolve(scenario)
+    limits, size, config = hinting.limits, hinting.queue_size, hinting.config
+    problems = []
+    if hinting.own_capacity < 1:
+        problems.append(f"policy.capacity: must be positive, got {hinting.own_capacity}")
+    if not 0 <= limits.min_order < limits.max_order:
+        problems.append(
+            f"policy.min_order: must be within 0..{limits.max_order - 1} (guest.max_order - 1), "
+            f"got {limits.min_order}"
+        )
+    if config.poll_budget < 1:
+        problems.append(f"policy.poll_budget: must be positive, got {config.poll_budget}")
+    if hinting.queue_size_derived and size > MAX_QUEUE_SIZE:
+        problems.append(
+            f"policy.capacity: a report of {hinting.own_capacity} blocks needs a virtqueue of "
+            f"{size} descriptors; a virtqueue has at most {MAX_QUEUE_SIZE}"
+        )
+    elif size < 1 or size & (size - 1) or size > MAX_QUEUE_SIZE:
+        problems.append(
+            f"virtio.queue_size: must be a power of two up to {MAX_QUEUE_SIZE}, got {size}"
+        )
+    elif hinting.hints and limits.capacity > size:
+        if limits.capacity != hinting.own_capacity:
+            problems.append(
+                f"host.batch_size: {format_size(scenario.host.batch_size)} makes reports of "
+                f"{limits.capacity} blocks of order {limits.min_order} (policy.capacity after "
+                f"the host's batch), more than the virtqueue holds (virtio.queue_size = {size})"
+            )
+        else:
+            problems.append(
+                f"policy.capacity: a report of {limits.capacity} blocks does not fit the "
+                f"virtqueue (virtio.queue_size = {size})"
+            )
+    return problems + hinting.design.check(config, limits)
