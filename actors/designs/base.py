@@ -56,12 +56,13 @@ class DesignConfig:
     """The hinting design: an installed one's name (pagehint designs lists them) or the import
     path of a Policy subclass, package.module:Class."""
     capacity: int | None = None
-    """Blocks per report; unset: the design's own (page_reporting 32, PAGE_REPORTING_CAPACITY)."""
+    """Blocks per report; unset: the design's own (pagehint designs lists each; page_reporting
+    32, PAGE_REPORTING_CAPACITY)."""
     min_order: int | None = None
     """Smallest order hinted; unset: the design's own (page_reporting pageblock_order)."""
     delay: Nanos | None = None
     """Delay from trigger to pass; unset: the design's own (page_reporting 2s,
-    PAGE_REPORTING_DELAY)."""
+    PAGE_REPORTING_DELAY; the others 0)."""
     poll_budget: int = 64
     """Reports per wake-up before the worker yields and polls again (NAPI budget)."""
 

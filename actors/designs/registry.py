@@ -74,11 +74,33 @@ def broken_designs() -> dict[str, str]:
     return dict(_installed()[1])
 
 
+# Designs handed over in this process (pagehint.testing's), by their import path.
+_handed_over: dict[str, type[Policy]] = {}
+
+
+def design_path(design: type[Policy]) -> str:
+    """The name a scenario gives a design class it was handed: its import path."""
+    return f"{design.__module__}:{design.__qualname__}"
+
+
+def hand_over(design: type[Policy]) -> str:
+    """Make ``design`` findable in this process by its import path, even where that path does
+    not import (a class defined in a test); the name to give it in a scenario."""
+    problem = contract_problem(design)
+    if problem is not None:
+        raise DesignNotFound(f"design {design!r}: {problem}")
+    path = design_path(design)
+    _handed_over[path] = design
+    return path
+
+
 def find_design(name: str) -> type[Policy]:
     """The design a scenario names: installed, or ``package.module:Class``."""
     designs, broken = _installed()
     if name in designs:
         return designs[name]
+    if name in _handed_over:
+        return _handed_over[name]
     if name in broken:
         raise DesignNotFound(f"design {name!r} is installed but broken: {broken[name]}")
     if ":" not in name:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from pagehint.runtime import ActorSystem
 from pagehint.runtime.harness.config import ConfigError, explain, structure
 
 from ..designs import DesignConfig
+from ..designs.base import COMMON_KNOBS
+from ..designs.registry import installed_designs
 from .building import build, read_trace
 from .outcomes import format_metric, headline, summarise, summary_table
 from .schema import CONVERTER, Scenario, TraceReplay, check_scenario
@@ -51,7 +54,16 @@ class GuestModel:
         return scenario
 
     def explain(self) -> list[str]:
-        return explain(Scenario, CONVERTER)
+        """Every key; [policy] as the default design has it, then each installed design's own
+        knobs (a plugin's included)."""
+        lines = explain(Scenario, CONVERTER, defaults=Scenario())
+        for name, design in installed_designs().items():
+            own = explain(design.Config, CONVERTER, "policy.", skip=COMMON_KNOBS)
+            title = f'[policy]  # with name = "{name}": {design.description}'
+            lines += ["", *textwrap.wrap(title, 96, subsequent_indent="#   "), *own]
+            if not own:
+                lines.append("# (no knobs of its own)")
+        return lines
 
     def unstructure(self, config: Scenario) -> dict[str, Any]:
         document: dict[str, Any] = CONVERTER.unstructure(config)

@@ -16,7 +16,7 @@ import textwrap
 import tomllib
 import typing
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -231,11 +231,20 @@ def config_hash(toml_text: str) -> str:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Each field's documentation: the string literal right after its annotation in the class.
+    """Each field's documentation: the string literal right after its annotation in the class
+    (or in the base class that declares it).
 
     Fields are documented once, in the code, where the next engineer reads them; this reads
     them back from the source for ``pagehint config --explain``.
     """
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__[1:]):
+        if attrs.has(base):
+            docs |= _own_field_docs(base)
+    return docs | _own_field_docs(cls)
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
@@ -255,29 +264,45 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def explain(cls: type, converter: cattrs.Converter, prefix: str = "") -> list[str]:
-    """Every key of a config schema with its default and documentation, as TOML-like lines."""
+def explain(
+    cls: type,
+    converter: cattrs.Converter,
+    prefix: str = "",
+    *,
+    defaults: Any = None,
+    skip: Collection[str] = (),
+) -> list[str]:
+    """Every key of a config schema with its default and documentation, as TOML-like lines.
+
+    ``defaults``: an instance whose values are the defaults shown (a table whose default is
+    an instance of a subclass is explained as that subclass); ``skip``: keys left out.
+    """
+    if defaults is not None:
+        cls = type(defaults)
     lines: list[str] = []
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)  # resolves string annotations
-    nested: list[tuple[str, Any]] = []
+    nested: list[tuple[str, Any, Any]] = []
     for field in attrs.fields(cls):
-        kind = hints[field.name]
-        variants = [t for t in typing.get_args(kind) if attrs.has(t)] if kind else []
-        if attrs.has(kind) or variants or _is_table_array(kind):
-            nested.append((field.name, kind))
+        if field.name in skip:
             continue
-        default = field.default
+        kind = hints[field.name]
+        default = getattr(defaults, field.name) if defaults is not None else field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
             default = default.factory()
+        variants = [t for t in typing.get_args(kind) if attrs.has(t)] if kind else []
+        if attrs.has(kind) or variants or _is_table_array(kind):
+            nested.append((field.name, kind, default))
+            continue
         shown = "(required)" if default is attrs.NOTHING else _toml_value(converter, default)
         lines.append(f"{field.name} = {shown}")
         if docs.get(field.name):
             lines.extend(f"    # {line}" for line in textwrap.wrap(docs[field.name], 88))
-    for name, kind in nested:
+    for name, kind, default in nested:
         path = f"{prefix}{name}"
         if attrs.has(kind):
-            lines += ["", f"[{path}]", *explain(kind, converter, f"{path}.")]
+            instance = default if attrs.has(type(default)) else None
+            lines += ["", f"[{path}]", *explain(kind, converter, f"{path}.", defaults=instance)]
         elif _is_table_array(kind):
             item = typing.get_args(kind)[0]
             lines += ["", f"[[{path}]]  # a list of tables", *explain(item, converter, f"{path}.")]
