@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pagehint.actors.designs import Batch, PageReportingPolicy
+from pagehint.actors.designs.registry import installed_designs
 from pagehint.actors.host import DiscardedPageInUse
 from pagehint.actors.mm.buddy import BlockState, BuddyAllocator
 from pagehint.actors.mm.host_memory import GuestBacking
@@ -22,7 +23,8 @@ from pagehint.runtime.harness.config import load_toml
 from conftest import CONFIGS, load_scenario, run_scenario
 
 MiB = 1 << 20
-POLICIES = ["scanner", "page_reporting", "percpu_capture", "bitmap"]
+# Every installed design that hints (pagehint's four, and a plugin's if one is installed).
+POLICIES = [name for name, design in installed_designs().items() if design.returns_memory]
 
 
 def scenario(design: str = "page_reporting", **sections: Any) -> Scenario:
