@@ -78,18 +78,13 @@ def broken_designs() -> dict[str, str]:
 _handed_over: dict[str, type[Policy]] = {}
 
 
-def design_path(design: type[Policy]) -> str:
-    """The name a scenario gives a design class it was handed: its import path."""
-    return f"{design.__module__}:{design.__qualname__}"
-
-
 def hand_over(design: type[Policy]) -> str:
     """Make ``design`` findable in this process by its import path, even where that path does
     not import (a class defined in a test); the name to give it in a scenario."""
     problem = contract_problem(design)
     if problem is not None:
         raise DesignNotFound(f"design {design!r}: {problem}")
-    path = design_path(design)
+    path = f"{design.__module__}:{design.__qualname__}"
     _handed_over[path] = design
     return path
 
@@ -128,13 +123,3 @@ def _import(path: str) -> type[Policy]:
     if problem is not None:
         raise DesignNotFound(f"design {path!r}: {problem}")
     return candidate  # type: ignore[no-any-return]
-
-
-def knob_owners() -> dict[str, list[tuple[str, Any]]]:
-    """Each design-specific knob: the installed designs that have it, with their defaults."""
-    owners: dict[str, list[tuple[str, Any]]] = {}
-    for name, design in installed_designs().items():
-        for field in attrs.fields(design.Config):
-            if field.name not in COMMON_KNOBS:
-                owners.setdefault(field.name, []).append((name, field.default))
-    return owners
