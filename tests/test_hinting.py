@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pagehint.actors.designs import Batch, PageReportingPolicy
+from pagehint.actors.designs import Batch, Limits, PageReportingConfig, PageReportingPolicy
 from pagehint.actors.designs.registry import installed_designs
 from pagehint.actors.host import DiscardedPageInUse
 from pagehint.actors.mm.buddy import BlockState, BuddyAllocator
@@ -96,7 +96,9 @@ def test_host_discarding_a_page_the_guest_may_use_fails_the_run(
     monkeypatch.setattr(
         building,
         "make_policy",
-        lambda config: _ReportsWithoutIsolating(32, 9, 11, 10_000_000),
+        lambda config: _ReportsWithoutIsolating(
+            Limits(32, 9, 11, 10_000_000), PageReportingConfig()
+        ),
     )
     with pytest.raises(ActorCrashed) as caught:
         run_scenario(scenario("page_reporting"))
@@ -295,7 +297,9 @@ def test_a_violated_invariant_exits_1_and_leaves_no_summary(
     monkeypatch.setattr(
         building,
         "make_policy",
-        lambda config: _ReportsWithoutIsolating(32, 9, 11, 10_000_000),
+        lambda config: _ReportsWithoutIsolating(
+            Limits(32, 9, 11, 10_000_000), PageReportingConfig()
+        ),
     )
     out = tmp_path / "run"
     config = CONFIGS / "default.toml"

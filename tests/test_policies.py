@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pagehint.actors.designs import (
+    BitmapConfig,
     BitmapPolicy,
+    Limits,
+    PageReportingConfig,
     PageReportingPolicy,
+    PercpuCaptureConfig,
     PercpuCapturePolicy,
+    ScannerConfig,
     ScannerPolicy,
 )
 from pagehint.actors.designs.page_reporting import ACTIVE, IDLE, REQUESTED
@@ -20,7 +25,7 @@ def zone(pages: int = 1 << 18) -> BuddyAllocator:
 
 
 def test_page_reporting_state_machine_requests_once_and_rearms() -> None:
-    policy = PageReportingPolicy(32, 9, MAX_ORDER)
+    policy = PageReportingPolicy(Limits(32, 9, MAX_ORDER, 0), PageReportingConfig())
     assert policy.on_free(0, 10, "vcpu0") is True  # IDLE -> REQUESTED: schedule the work
     assert policy.state == REQUESTED
     assert policy.on_free(1024, 10, "vcpu0") is False  # already requested
@@ -36,7 +41,7 @@ def test_page_reporting_state_machine_requests_once_and_rearms() -> None:
 
 def test_page_reporting_reports_full_scatterlists_within_the_list_budget() -> None:
     allocator = zone()  # nr_free(10) = 256: budget = ceil(256 / 512) = 1, so 2 reports
-    policy = PageReportingPolicy(32, 9, MAX_ORDER)
+    policy = PageReportingPolicy(Limits(32, 9, MAX_ORDER, 0), PageReportingConfig())
     policy.request()
     policy.begin_pass(allocator)
     reports = []
@@ -55,7 +60,7 @@ def test_page_reporting_reports_full_scatterlists_within_the_list_budget() -> No
 
 def test_page_reporting_skips_reported_blocks_and_rotates_the_list() -> None:
     allocator = zone()
-    policy = PageReportingPolicy(4, 9, MAX_ORDER)
+    policy = PageReportingPolicy(Limits(4, 9, MAX_ORDER, 0), PageReportingConfig())
     policy.request()
     policy.begin_pass(allocator)
     first = policy.fill(allocator)
@@ -70,7 +75,7 @@ def test_page_reporting_skips_reported_blocks_and_rotates_the_list() -> None:
 
 def test_page_reporting_leaves_a_low_zone_alone() -> None:
     allocator = zone(1 << 14)  # 64 MiB: below low watermark + 32 << 9 pages
-    policy = PageReportingPolicy(32, 9, MAX_ORDER)
+    policy = PageReportingPolicy(Limits(32, 9, MAX_ORDER, 0), PageReportingConfig())
     policy.request()
     policy.begin_pass(allocator)
     assert policy.fill(allocator).blocks == ()
@@ -101,7 +106,7 @@ def test_merged_blocks_are_not_marked_reported() -> None:
 
 def test_scanner_wakes_at_twice_a_batch_and_stops_when_it_cannot_fill_a_set() -> None:
     allocator = zone()
-    policy = ScannerPolicy(32, 9, MAX_ORDER, batch_pages=16384)
+    policy = ScannerPolicy(Limits(32, 9, MAX_ORDER, 0, page_limit=16384), ScannerConfig())
     wakes = [policy.on_free(i << 10, 10, "vcpu0") for i in range(40)]
     assert wakes.index(True) == 31  # 32 x 4 MiB = 128 MiB = 2 x 64 MiB
     assert wakes.count(True) == 1  # one interrupt; the worker then polls
@@ -123,7 +128,7 @@ def test_scanner_wakes_at_twice_a_batch_and_stops_when_it_cannot_fill_a_set() ->
 
 def test_scanner_isolates_nothing_offline() -> None:
     allocator = zone()
-    policy = ScannerPolicy(32, 9, MAX_ORDER)
+    policy = ScannerPolicy(Limits(32, 9, MAX_ORDER, 0, page_limit=16384), ScannerConfig())
     first = policy.fill(allocator)
     policy.drain(allocator, first, reported=True)
     second = policy.fill(allocator)
@@ -131,7 +136,9 @@ def test_scanner_isolates_nothing_offline() -> None:
 
 
 def test_percpu_capture_triggers_at_threshold_and_loses_hints_past_the_array() -> None:
-    policy = PercpuCapturePolicy(128, 10, MAX_ORDER, array_size=4, threshold=2)
+    policy = PercpuCapturePolicy(
+        Limits(128, 10, MAX_ORDER, 0), PercpuCaptureConfig(array_size=4, threshold=2)
+    )
     assert policy.on_free(0, 10, "vcpu0") is False
     assert policy.on_free(1024, 10, "vcpu0") is True  # threshold reached on vcpu0
     assert policy.on_free(2048, 9, "vcpu0") is False  # below MAX_ORDER - 1: not captured
@@ -144,7 +151,7 @@ def test_percpu_capture_isolates_only_blocks_still_free_at_their_order() -> None
     allocator = zone()
     taken = allocator.alloc(10)
     assert taken is not None
-    policy = PercpuCapturePolicy(128, 10, MAX_ORDER, threshold=2)
+    policy = PercpuCapturePolicy(Limits(128, 10, MAX_ORDER, 0), PercpuCaptureConfig(threshold=2))
     policy.on_free(taken, 10, "vcpu0")  # stale: allocated again since
     policy.on_free(taken + 1024, 10, "vcpu0")
     batch = policy.fill(allocator)
@@ -154,7 +161,7 @@ def test_percpu_capture_isolates_only_blocks_still_free_at_their_order() -> None
 
 def test_bitmap_sets_bits_after_merge_and_reports_sixteen_synchronously() -> None:
     allocator = zone()
-    policy = BitmapPolicy(16, 9, MAX_ORDER, threshold=16)
+    policy = BitmapPolicy(Limits(16, 9, MAX_ORDER, 0), BitmapConfig(threshold=16))
     wakes = [policy.on_free(i << 10, 10, "vcpu0") for i in range(20)]
     assert wakes.index(True) == 15 and wakes.count(True) == 1
     policy.begin_pass(allocator)

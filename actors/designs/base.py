@@ -8,6 +8,7 @@ A design is one class, a subclass of ``Policy``, and everything about it is said
 - ``default_capacity``, ``default_delay_ns`` and ``default_min_order``: its values of the knobs
   every design has, used where the scenario leaves them unset;
 - ``limits``: those knobs resolved against the guest and the host's batch (``Limits``);
+- ``__init__(limits, config)``: one guest's decisions, from its limits and its own knobs;
 - the decisions, plain synchronous code. Every method that touches the allocator is called by
   the worker *under the zone lock* (the worker sends it to the zone actor as a ``ZoneWork``):
   what to record when a block is freed and whether that wakes the worker, which blocks to
@@ -20,7 +21,7 @@ register there exactly as a user's package does) or by import path, ``package.mo
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import attrs
 
@@ -124,17 +125,13 @@ class Policy:
         """Knob values that are well-typed but impossible for this design, as 'key: why'."""
         return []
 
-    @classmethod
-    def from_config(cls, config: Any, limits: Limits) -> Self:
-        """The decisions for one guest: the limits, and each own knob passed by its name."""
-        own = {field.name: getattr(config, field.name) for field in own_knobs(cls.Config)}
-        return cls(limits.capacity, limits.min_order, limits.max_order, limits.delay_ns, **own)
-
-    def __init__(self, capacity: int, min_order: int, max_order: int, delay_ns: int = 0) -> None:
-        self.capacity = capacity
-        self.min_order = min_order
-        self.max_order = max_order
-        self.delay_ns = delay_ns
+    def __init__(self, limits: Limits, config: Any) -> None:
+        """One guest's decisions: ``limits`` resolved for it, and ``config``, an instance of
+        this design's ``Config``, for its own knobs (a subclass reads those it needs)."""
+        self.capacity = limits.capacity
+        self.min_order = limits.min_order
+        self.max_order = limits.max_order
+        self.delay_ns = limits.delay_ns
         self.lost_hints = 0  # frees a design meant to hint but had no room to record
 
     @property

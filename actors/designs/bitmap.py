@@ -9,7 +9,7 @@ from __future__ import annotations
 import attrs
 
 from ..mm.buddy import BlockState, BuddyAllocator
-from .base import Batch, Block, DesignConfig, Policy
+from .base import Batch, Block, DesignConfig, Limits, Policy
 
 
 @attrs.frozen
@@ -35,17 +35,9 @@ class BitmapPolicy(Policy):
     def default_min_order(cls, max_order: int, pageblock_order: int) -> int:
         return max_order - 2
 
-    def __init__(
-        self,
-        capacity: int,
-        min_order: int,
-        max_order: int,
-        delay_ns: int = 0,
-        *,
-        threshold: int = 16,
-    ) -> None:
-        super().__init__(capacity, min_order, max_order, delay_ns)
-        self.threshold = threshold
+    def __init__(self, limits: Limits, config: BitmapConfig) -> None:
+        super().__init__(limits, config)
+        self.threshold = config.threshold
         self.bits: set[int] = set()  # chunk indices (pfn >> min_order) with the bit set
         self.requested = False
         self._scan: list[int] = []

@@ -12,7 +12,7 @@ import attrs
 from pagehint.runtime import NS_PER_S
 
 from ..mm.buddy import BuddyAllocator
-from .base import Batch, Block, DesignConfig, Policy
+from .base import Batch, Block, DesignConfig, Limits, Policy
 
 
 @attrs.frozen
@@ -68,19 +68,11 @@ class PageReportingPolicy(Policy):
     def default_min_order(cls, max_order: int, pageblock_order: int) -> int:
         return pageblock_order  # page_reporting_order defaults to pageblock_order
 
-    def __init__(
-        self,
-        capacity: int,
-        min_order: int,
-        max_order: int,
-        delay_ns: int = 2_000_000_000,
-        *,
-        tail_placement: bool = False,
-    ) -> None:
-        super().__init__(capacity, min_order, max_order, delay_ns)
-        self.tail_placement = tail_placement  # 5.10: FPI_TO_TAIL on putback
+    def __init__(self, limits: Limits, config: PageReportingConfig) -> None:
+        super().__init__(limits, config)
+        self.tail_placement = config.tail_placement  # 5.10: FPI_TO_TAIL on putback
         self.state = IDLE
-        self._order = min_order
+        self._order = limits.min_order
         self._budget: int | None = None
         self._pending: list[Block] = []  # the scatterlist, filled across lists and orders
 

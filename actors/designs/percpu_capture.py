@@ -9,7 +9,7 @@ from __future__ import annotations
 import attrs
 
 from ..mm.buddy import BlockState, BuddyAllocator
-from .base import Batch, Block, DesignConfig, Policy
+from .base import Batch, Block, DesignConfig, Limits, Policy
 
 
 @attrs.frozen
@@ -34,19 +34,10 @@ class PercpuCapturePolicy(Policy):
     synchronous = False
     allocations_per_report = 2  # "2 allocations that have to occur every time we provide a hint"
 
-    def __init__(
-        self,
-        capacity: int,
-        min_order: int,
-        max_order: int,
-        delay_ns: int = 0,
-        *,
-        array_size: int = 256,
-        threshold: int = 128,
-    ) -> None:
-        super().__init__(capacity, min_order, max_order, delay_ns)
-        self.array_size = array_size
-        self.threshold = threshold
+    def __init__(self, limits: Limits, config: PercpuCaptureConfig) -> None:
+        super().__init__(limits, config)
+        self.array_size = config.array_size
+        self.threshold = config.threshold
         self.arrays: dict[str, list[Block]] = {}
         self._ready: list[str] = []  # CPUs whose array reached the threshold, in order
 

@@ -7,7 +7,7 @@ and enqueue them at the tail on return; stop when a full set cannot be filled (a
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any
 
 import attrs
 
@@ -60,28 +60,10 @@ class ScannerPolicy(Policy):
             ]
         return []
 
-    @classmethod
-    def from_config(cls, config: Any, limits: Limits) -> Self:
-        assert limits.page_limit is not None
-        return cls(
-            limits.capacity,
-            limits.min_order,
-            limits.max_order,
-            limits.delay_ns,
-            batch_pages=limits.page_limit,
-        )
-
-    def __init__(
-        self,
-        capacity: int,
-        min_order: int,
-        max_order: int,
-        delay_ns: int = 0,
-        *,
-        batch_pages: int = 16384,
-    ) -> None:
-        super().__init__(capacity, min_order, max_order, delay_ns)
-        self.batch_pages = batch_pages  # 64 MiB: the most isolated at once
+    def __init__(self, limits: Limits, config: ScannerConfig) -> None:
+        super().__init__(limits, config)
+        assert limits.page_limit is not None, "the scanner's limits carry its page budget"
+        self.batch_pages = limits.page_limit  # the most isolated at once: 64 MiB, or the host's
         self.nr_freed = 0  # pages freed at the hinted orders (Duyck's nr_freed)
         self.nr_freed_at_last_hint = 0
         self.awake = False

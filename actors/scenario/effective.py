@@ -43,7 +43,7 @@ class Hinting:
 
     def policy(self) -> Policy:
         """A fresh decision object for one guest."""
-        return self.design.from_config(self.config, self.limits)
+        return self.design(self.limits, self.config)
 
 
 def resolve(scenario: Scenario) -> Hinting:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import attrs
 
-from pagehint.actors.designs import Batch, DesignConfig, Policy
+from pagehint.actors.designs import Batch, DesignConfig, Limits, Policy
 from pagehint.actors.mm.buddy import BuddyAllocator
 from pagehint.protocol.units import Bytes, pages
 
@@ -36,17 +36,9 @@ class MaxOrderReporting(Policy):
     Config = MaxOrderConfig
     returns_memory = True
 
-    def __init__(
-        self,
-        capacity: int,
-        min_order: int,
-        max_order: int,
-        delay_ns: int = 0,
-        *,
-        free_above: int = 256 << 20,
-    ) -> None:
-        super().__init__(capacity, min_order, max_order, delay_ns)
-        self.floor_pages = pages(free_above)
+    def __init__(self, limits: Limits, config: MaxOrderConfig) -> None:
+        super().__init__(limits, config)
+        self.floor_pages = pages(config.free_above)
         self.requested = False
 
     @classmethod

@@ -1,8 +1,10 @@
 """The max_order design keeps pagehint's design contract, and keeps its floor."""
 
-from pagehint_maxorder import MaxOrderReporting
+from pagehint_maxorder import MaxOrderConfig, MaxOrderReporting
 
+from pagehint.actors.designs import Limits
 from pagehint.actors.mm.buddy import BuddyAllocator
+from pagehint.protocol.units import Bytes
 from pagehint.testing import check_design
 
 
@@ -13,7 +15,8 @@ def test_it_keeps_the_contract() -> None:
 
 def test_it_isolates_only_top_order_blocks_and_never_below_its_floor() -> None:
     zone = BuddyAllocator(1 << 18)  # 1 GiB, all free: 256 blocks of 4 MiB
-    design = MaxOrderReporting(32, 10, 11, free_above=900 << 20)
+    floor = MaxOrderConfig(free_above=Bytes(900 << 20))
+    design = MaxOrderReporting(Limits(32, 10, 11, 0), floor)
     isolated = []
     while True:
         batch = design.fill(zone)
