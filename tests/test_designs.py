@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 import venv
+import warnings
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pagehint.actors.designs import Batch, Policy, registry
 from pagehint.actors.designs.bitmap import BitmapPolicy
@@ -322,9 +327,10 @@ def _throwaway_venv(where: Path) -> Path:
 def test_the_example_installed_is_found_by_name(tmp_path: Path) -> None:
     """The entry-point route, as a user's installed plugin is found: a throwaway venv."""
     python = _throwaway_venv(tmp_path / "venv")
+    source = shutil.copytree(EXAMPLE, tmp_path / "maxorder")  # the build writes beside it
     environment = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     install = [str(python), "-m", "pip", "install", "--quiet", "--no-deps"]
-    install += ["--no-build-isolation", "--no-index", str(EXAMPLE)]
+    install += ["--no-build-isolation", "--no-index", str(source)]
     subprocess.run(install, check=True, env=environment, capture_output=True, cwd=tmp_path)
     code = "import sys; from pagehint.runtime.harness.cli import main; sys.exit(main(sys.argv[1:]))"
     run = [str(python), "-c", code, "run", str(EXAMPLE / "scenario.toml")]
@@ -341,3 +347,77 @@ def test_the_example_installed_is_found_by_name(tmp_path: Path) -> None:
     )
     names = [d["name"] for d in orjson.loads(listed.stdout)["designs"]]
     assert "max_order" in names
+
+
+# -- [policy] under random input ---------------------------------------------------------------
+_VALID = {  # values each knob may take where it belongs
+    "capacity": st.integers(1, 64),
+    "min_order": st.integers(0, 10),
+    "delay": st.sampled_from(["0ns", "50ms", "2s"]),
+    "poll_budget": st.integers(1, 100),
+    "tail_placement": st.booleans(),
+    "batch": st.sampled_from(["64MiB", "16MiB", "4MiB"]),
+    "threshold": st.integers(1, 300),
+    "array_size": st.sampled_from([256, 7, 1024]),
+    "free_above": st.just("256MiB"),  # a knob no installed design has
+    "capasity": st.just(3),  # a misspelling
+}
+_INVALID = st.sampled_from(
+    [
+        ("capacity", 0),
+        ("capacity", 70_000),
+        ("capacity", "x"),
+        ("min_order", 11),
+        ("delay", "soon"),
+        ("poll_budget", 0),
+        ("tail_placement", "yes"),
+        ("batch", "1KiB"),
+    ]
+)
+# Another design's knob that loading may drop: at the default of every design that has it.
+_DROPPABLE: dict[str, list[object]] = {
+    "tail_placement": [False],
+    "batch": ["64MiB"],
+    "array_size": [256],
+}
+
+
+@st.composite
+def policy_tables(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A design's name and knobs: mostly well-formed, some of them another design's, now and
+    then one impossible value."""
+    name = draw(st.sampled_from([*BUILT_INS, "nonesuch", "no_such_module:Design"]))
+    keys = draw(st.lists(st.sampled_from(sorted(_VALID)), max_size=4, unique=True))
+    knobs = {key: draw(_VALID[key]) for key in keys}
+    if draw(st.integers(0, 3)) == 0:
+        key, value = draw(_INVALID)
+        knobs[key] = value
+    return name, knobs
+
+
+@settings(max_examples=200, deadline=None)
+@given(table=policy_tables())
+def test_any_policy_table_loads_whole_or_is_refused_by_key(
+    table: tuple[str, dict[str, Any]],
+) -> None:
+    """Whatever [policy] holds: a config that reloads to itself, or bad input naming keys."""
+    name, knobs = table
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConfigNotice)
+            scenario = load(name=name, **knobs)
+    except ConfigError as error:
+        assert error.problems
+        assert all(
+            problem.startswith(("policy", "virtio.queue_size")) for problem in error.problems
+        )
+        return
+    design = registry.find_design(name)
+    written = MODEL.unstructure(scenario)["policy"]
+    assert set(written) == set(attrs.fields_dict(design.Config))  # its knobs, all, only
+    for key, value in knobs.items():  # a knob it lacks was dropped only at its owners' default
+        if key not in written:
+            assert value in _DROPPABLE.get(key, []), f"policy.{key} = {value!r} was dropped"
+    assert MODEL.load(MODEL.unstructure(scenario), "<reloaded>") == scenario
+    hinting = resolve(scenario)
+    assert hinting.limits.capacity >= 1 and hinting.queue_size >= hinting.limits.capacity
