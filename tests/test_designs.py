@@ -296,6 +296,9 @@ def test_pagehint_designs_and_explain_show_every_design_s_knobs(
     explained = capsys.readouterr().out
     assert '[policy]  # with name = "max_order"' in explained
     assert 'free_above = "256MiB"' in explained and "array_size = 256" in explained
+    # the knobs every design has, as the one resolution gives them for the default guest
+    assert "# unset, for the default guest: capacity = 16, min_order = 9" in explained
+    assert "capacity = 32, min_order = 9, delay = 2s" in explained  # page_reporting
 
 
 # -- the worked example ----------------------------------------------------------------------

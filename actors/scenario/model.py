@@ -20,6 +20,7 @@ from pagehint.runtime.harness.config import ConfigError, explain, structure
 
 from ..designs import DesignConfig
 from ..designs.base import COMMON_KNOBS
+from ..designs.cli import describe
 from ..designs.registry import installed_designs
 from .building import build, read_trace
 from .outcomes import format_metric, headline, summarise, summary_table
@@ -60,7 +61,10 @@ class GuestModel:
         for name, design in installed_designs().items():
             own = explain(design.Config, CONVERTER, "policy.", skip=COMMON_KNOBS)
             title = f'[policy]  # with name = "{name}": {design.description}'
-            lines += ["", *textwrap.wrap(title, 96, subsequent_indent="#   "), *own]
+            lines += ["", *textwrap.wrap(title, 96, subsequent_indent="#   ")]
+            common = describe(name, design)["knobs"]  # resolved, as a run would use them
+            shown = ", ".join(f"{key} = {common[key]}" for key in COMMON_KNOBS if key in common)
+            lines += [f"# unset, for the default guest: {shown}", *own]
             if not own:
                 lines.append("# (no knobs of its own)")
         return lines
