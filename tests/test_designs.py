@@ -26,7 +26,7 @@ from pagehint.actors.designs.bitmap import BitmapPolicy
 from pagehint.actors.designs.page_reporting import PageReportingPolicy
 from pagehint.actors.designs.scanner import ScannerPolicy
 from pagehint.actors.mm.buddy import BuddyAllocator
-from pagehint.actors.scenario import MODEL
+from pagehint.actors.scenario import MODEL, make_policy
 from pagehint.actors.scenario.effective import resolve
 from pagehint.runtime.harness.cli import main
 from pagehint.runtime.harness.config import ConfigError, ConfigNotice
@@ -212,7 +212,7 @@ def test_the_resolved_values_are_what_the_run_uses() -> None:
     assert (hinting.limits.capacity, hinting.limits.min_order) == (32, 9)
     assert hinting.limits.page_limit == 4096  # the host's 16 MiB replaces the scanner's 64 MiB
     assert hinting.queue_size == 32
-    policy = hinting.policy()
+    policy = make_policy(hinting)
     assert isinstance(policy, ScannerPolicy) and policy.batch_pages == 4096
     reporting = resolve(load(name="page_reporting", capacity=40))
     assert reporting.queue_size == 64 and reporting.limits.delay_ns == 2 * 10**9

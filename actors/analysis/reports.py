@@ -27,8 +27,12 @@ def _runs(runs: Sequence[str]) -> str:
     return ", ".join(runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
 
 
+def _runs_without(db: LogDB, event: str) -> list[str]:
+    return sorted({source.run for source in db.sources} - db.runs_with(event))
+
+
 def _unfinished_notes(db: LogDB) -> list[str]:
-    unfinished = sorted({s.run for s in db.sources} - db.runs_with("run_end"))
+    unfinished = _runs_without(db, "run_end")
     if not unfinished:
         return []
     return [
@@ -220,7 +224,7 @@ _WORKER = f"""
 
 
 def _worker_notes(db: LogDB) -> list[str]:
-    silent = sorted({source.run for source in db.sources} - db.runs_with("worker_wake"))
+    silent = _runs_without(db, "worker_wake")
     if not silent:
         return []
     return [

@@ -71,11 +71,6 @@ class DesignConfig:
 COMMON_KNOBS = tuple(field.name for field in attrs.fields(DesignConfig))
 
 
-def own_knobs(config_class: type[DesignConfig]) -> tuple[attrs.Attribute[Any], ...]:
-    """The knobs a design's config adds to those every design has."""
-    return tuple(f for f in attrs.fields(config_class) if f.name not in COMMON_KNOBS)
-
-
 @attrs.frozen
 class Limits:
     """A design's knobs resolved for one scenario: what its decisions run with."""
@@ -133,10 +128,6 @@ class Policy:
         self.max_order = limits.max_order
         self.delay_ns = limits.delay_ns
         self.lost_hints = 0  # frees a design meant to hint but had no room to record
-
-    @property
-    def enabled(self) -> bool:
-        return type(self) is not Policy
 
     def on_register(self) -> bool:
         """The driver registered with the device (at boot). True: wake the worker at once."""

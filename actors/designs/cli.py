@@ -13,7 +13,7 @@ from rich.table import Table
 
 from pagehint.protocol.units import Nanos
 
-from .base import Policy, own_knobs
+from .base import Policy
 from .registry import broken_designs, installed_designs
 
 HELP = "list the installed hinting designs, with their knobs and defaults"
@@ -39,14 +39,13 @@ def describe(name: str, design: type[Policy]) -> dict[str, Any]:
 
     scenario = MODEL.load({"policy": {"name": name}}, "pagehint designs")
     limits = resolve(scenario).limits
-    written = MODEL.unstructure(scenario)["policy"]
-    knobs: dict[str, Any] = {
+    resolved = {
         "capacity": limits.capacity,
         "min_order": limits.min_order,
         "delay": CONVERTER.unstructure(Nanos(limits.delay_ns)),
-        "poll_budget": scenario.policy.poll_budget,
     }
-    knobs |= {field.name: written[field.name] for field in own_knobs(design.Config)}
+    written = MODEL.unstructure(scenario)["policy"]
+    knobs = {key: resolved.get(key, value) for key, value in written.items() if key != "name"}
     return {
         "name": name,
         "description": design.description,

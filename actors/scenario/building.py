@@ -29,7 +29,7 @@ from ..vcpu import PcpLimits, VCpu
 from ..worker import HintingWorker
 from ..workloads import Trace, TraceError, TraceEvent, parse_perf_script
 from ..zone import Zone
-from .effective import resolve
+from .effective import Hinting, resolve
 from .schema import (
     Churn,
     Idle,
@@ -107,13 +107,18 @@ class Machine:
     host: Host
 
 
-def make_policy(scenario: Scenario) -> Policy:
-    """The configured design's decisions for one guest, every value resolved (``effective``)."""
-    return resolve(scenario).policy()
+def make_policy(hinting: Hinting) -> Policy:
+    """A fresh decision object of the configured design for one guest."""
+    return hinting.design(hinting.limits, hinting.config)
 
 
 def _build_guest(
-    system: ActorSystem, scenario: Scenario, index: int, prefix: str, trace: Trace | None
+    system: ActorSystem,
+    scenario: Scenario,
+    hinting: Hinting,
+    index: int,
+    prefix: str,
+    trace: Trace | None,
 ) -> Guest:
     guest, run, costs = scenario.guest, scenario.run, scenario.costs
     total = pages(guest.memory)
@@ -153,21 +158,21 @@ def _build_guest(
         BalloonDevice(
             f"{prefix}balloon",
             f"{prefix}guest",
-            VirtQueue(resolve(scenario).queue_size, event_idx=scenario.virtio.event_idx),
+            VirtQueue(hinting.queue_size, event_idx=scenario.virtio.event_idx),
             negotiate(host_features, guest.page_poison),
             costs.kick,
             costs.interrupt,
         )
     )
-    policy = make_policy(scenario)
+    policy = make_policy(hinting)
     worker = None
-    if policy.enabled and device.reporting:
+    if hinting.hints and device.reporting:
         worker = system.spawn(
             HintingWorker(f"{prefix}worker", zone, device, policy, scenario.policy.poll_budget)
         )
         if policy.on_register():  # e.g. page_reporting_register() requests a first pass
             worker.try_tell(WakeWorker())
-    elif policy.enabled:
+    elif hinting.hints:
         system.log.warning("reporting_disabled", guest=f"{prefix}guest", policy=policy.name)
     monitor = system.spawn(
         Monitor(
@@ -185,10 +190,10 @@ def _build_guest(
 
 def build(system: ActorSystem, scenario: Scenario) -> Machine:
     """Spawn every guest's actors and the host."""
-    trace = _trace_of(scenario)
+    trace, hinting = _trace_of(scenario), resolve(scenario)
     count = scenario.host.guests
     guests = [
-        _build_guest(system, scenario, index, f"g{index}." if count > 1 else "", trace)
+        _build_guest(system, scenario, hinting, index, f"g{index}." if count > 1 else "", trace)
         for index in range(count)
     ]
     hosted = [

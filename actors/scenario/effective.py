@@ -34,16 +34,11 @@ class Hinting:
     limits: Limits  # after the host's batch
     own_capacity: int  # blocks per report before the host's batch (what sized the queue)
     queue_size: int
-    queue_size_derived: bool  # virtio.queue_size was unset
 
     @property
     def hints(self) -> bool:
         """Whether the design hints at all (``none`` does not)."""
         return self.design is not Policy
-
-    def policy(self) -> Policy:
-        """A fresh decision object for one guest."""
-        return self.design(self.limits, self.config)
 
 
 def resolve(scenario: Scenario) -> Hinting:
@@ -55,10 +50,9 @@ def resolve(scenario: Scenario) -> Hinting:
     if host.batch_size:
         limits = design.limits(config, guest.max_order, guest.pageblock_order, host.batch_size)
     size = scenario.virtio.queue_size
-    derived = size is None
     if size is None:  # QEMU's 32, or the smallest power of two that holds a report
         size = max(QEMU_REPORTING_QUEUE_SIZE, 1 << max(0, own.capacity - 1).bit_length())
-    return Hinting(design, config, limits, own.capacity, size, derived)
+    return Hinting(design, config, limits, own.capacity, size)
 
 
 def check_hinting(scenario: Scenario) -> list[str]:
@@ -75,7 +69,7 @@ def check_hinting(scenario: Scenario) -> list[str]:
         )
     if config.poll_budget < 1:
         problems.append(f"policy.poll_budget: must be positive, got {config.poll_budget}")
-    if hinting.queue_size_derived and size > MAX_QUEUE_SIZE:
+    if scenario.virtio.queue_size is None and size > MAX_QUEUE_SIZE:
         problems.append(
             f"policy.capacity: a report of {hinting.own_capacity} blocks needs a virtqueue of "
             f"{size} descriptors; a virtqueue has at most {MAX_QUEUE_SIZE}"

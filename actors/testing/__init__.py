@@ -122,9 +122,8 @@ def check_design(
     name = design if isinstance(design, str) else hand_over(design)
     knobs = dict(knobs or {})
     steady = _scenario(name, knobs, seed, faults=False)
-    summary = _attempt(name, "conservation", lambda: _run(steady))
     first, again = MemoryLog(level="debug"), MemoryLog(level="debug")
-    _attempt(name, "determinism", lambda: _run(steady, first))
+    summary = _attempt(name, "conservation", lambda: _run(steady, first))
     _attempt(name, "determinism", lambda: _run(steady, again))
     one, other = first.records(), again.records()
     if one != other:
