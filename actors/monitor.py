@@ -69,7 +69,7 @@ class Monitor(Actor):
             reported_pages=allocator.reported_pages,
             wasted_pages=wasted,
             returned_pages=self.backing.discarded_pages,
-            pcp_pages=sum(len(vcpu.pcp) for vcpu in self.vcpus),
+            pcp_pages=sum(vcpu.pcp.count for vcpu in self.vcpus),
             lent_pages=sum(self.zone.held_by.values()),
             total_pages=allocator.total_pages,
             lock_queue=self.zone.queued,
@@ -83,7 +83,13 @@ class Monitor(Actor):
         on a free list or isolated in a report the host has not yet discarded.
         """
         backing = self.backing
-        untouched = sum(1 for vcpu in self.vcpus for pfn in vcpu.pcp if not backing.is_backed(pfn))
+        untouched = sum(
+            1
+            for vcpu in self.vcpus
+            for start, order in vcpu.pcp.blocks()
+            for pfn in range(start, start + (1 << order))
+            if not backing.is_backed(pfn)
+        )
         in_use = sum(self.zone.held_by.values()) - untouched
         return backing.rss_pages - in_use
 

@@ -1,10 +1,12 @@
 """A vCPU: runs one workload and spends virtual time doing it.
 
-Order-0 pages come from the vCPU's own per-CPU list (pcp), with no zone lock; when the list is
-empty it is refilled with ``batch`` pages in one zone request (``rmqueue_bulk``), and when it
-grows past ``high`` it is drained by ``batch`` pages (``free_pcppages_bulk``), as Linux does.
-Higher orders (THP) go to the zone directly. Touching a page the host has not backed costs the
-host's fault time too; the host's view of guest memory records it.
+Order-0 pages, and THP-order blocks on kernels that keep them there (5.14+), come from the
+vCPU's own per-CPU lists (``PerCpuPages``), with no zone lock; an empty list is refilled in one
+zone request (``rmqueue_bulk``) and a full one drained in one (``free_pcppages_bulk``), by the
+guest kernel's rules. Other orders go to the zone directly. On a kernel that auto-tunes the
+lists' ``high`` (6.7+), the vCPU runs vmstat's ``decay_pcp_high`` once a second of its own time,
+between operations or during a think, as the per-CPU vmstat work does. Touching a page the host
+has not backed costs the host's fault time too; the host's view of guest memory records it.
 
 A vCPU takes the zone lock itself (``Zone.request``), as a CPU does, and spends the lock's hold
 in the same sleep as the work that follows it (``_spend``): one scheduler pass per fault.
@@ -20,16 +22,11 @@ from pagehint.runtime import Actor
 from .mm.buddy import InvariantViolation
 from .mm.costs import Costs
 from .mm.host_memory import GuestBacking
+from .mm.pcp import Drain, PerCpuPages
 from .workloads import Loop, Map, Op, Think, Unmap, Workload
 from .zone import Zone
 
-
-@attrs.frozen
-class PcpLimits:
-    """Per-CPU list sizing: Linux's ``pcp->batch`` and ``pcp->high``."""
-
-    batch: int = 63
-    high: int = 378
+VMSTAT_INTERVAL_NS = 1_000_000_000  # sysctl_stat_interval = HZ: vmstat_update once a second
 
 
 @attrs.define
@@ -52,15 +49,15 @@ class VCpu(Actor):
         backing: GuestBacking,
         workload: Workload,
         costs: Costs,
-        pcp: PcpLimits,
+        pcp: PerCpuPages,
     ) -> None:
         super().__init__(name)
         self.zone = zone
         self.backing = backing
         self.workload = workload
         self.costs = costs
-        self.limits = pcp
-        self.pcp: list[int] = []  # order-0 pfns; the hot end is the end of the list
+        self.pcp = pcp
+        self._next_vmstat_ns = VMSTAT_INTERVAL_NS if pcp.rules == "auto" else None
         self.regions: dict[int, tuple[int, list[int]]] = {}  # region -> (order, pfns)
         self.counters = VcpuCounters()
         self.mapped_pages = 0
@@ -69,10 +66,10 @@ class VCpu(Actor):
     def check_ledger(self) -> None:
         """Between operations every page the zone lent this vCPU is mapped or on its pcp list."""
         lent = self.zone.held_by.get(self.name, 0)
-        if lent != len(self.pcp) + self.mapped_pages:
+        if lent != self.pcp.count + self.mapped_pages:
             raise InvariantViolation(
-                f"{self.name}: the zone lent {lent} pages but {len(self.pcp)} are on the pcp "
-                f"list and {self.mapped_pages} mapped"
+                f"{self.name}: the zone lent {lent} pages but {self.pcp.count} are on the pcp "
+                f"lists and {self.mapped_pages} mapped"
             )
 
     async def run(self) -> None:
@@ -83,9 +80,11 @@ class VCpu(Actor):
             elif type(op) is Unmap:
                 await self._unmap(op.region)
             elif type(op) is Think:
-                await self._spend(op.duration_ns)
+                await self._think(op.duration_ns)
             elif type(op) is Loop:
                 self.counters.loops += 1
+            if self._next_vmstat_ns is not None and self.now_ns >= self._next_vmstat_ns:
+                await self._vmstat()
             self.check_ledger()
             op = self.workload.send(self.now_ns)
 
@@ -94,6 +93,31 @@ class VCpu(Actor):
         """Spend ``duration_ns`` of work, after the rest of any zone-lock hold."""
         clock = self.clock
         await clock.sleep_until_ns(max(clock.now_ns(), self._lock_release_ns) + duration_ns)
+
+    async def _think(self, duration_ns: int) -> None:
+        """Compute for ``duration_ns``; vmstat's work runs when it falls due meanwhile."""
+        end = max(self.clock.now_ns(), self._lock_release_ns) + duration_ns
+        while self._next_vmstat_ns is not None and self._next_vmstat_ns < end:
+            await self.clock.sleep_until_ns(max(self._next_vmstat_ns, self.now_ns))
+            await self._vmstat()
+        await self._spend(max(0, end - max(self.now_ns, self._lock_release_ns)))
+
+    async def _vmstat(self) -> None:
+        """``refresh_cpu_vm_stats``' ``decay_pcp_high`` on this CPU, and its drain."""
+        assert self._next_vmstat_ns is not None
+        while self._next_vmstat_ns <= self.now_ns:
+            self._next_vmstat_ns += VMSTAT_INTERVAL_NS
+        await self._give_back(self.pcp.decay())
+
+    async def _give_back(self, drains: list[Drain]) -> None:
+        for order, pfns in drains:
+            await self._zone_free(order, pfns)
+
+    def _zone_below_high(self) -> bool:
+        """``ZONE_BELOW_HIGH``, as the free pages stand now (Linux sets the flag when an
+        allocation sees the zone below its high watermark and clears it once above)."""
+        allocator = self.zone.allocator
+        return allocator.free_pages < allocator.watermarks.high
 
     async def _zone_alloc(self, order: int, count: int) -> tuple[int, ...]:
         await self._finish_hold()
@@ -122,20 +146,24 @@ class VCpu(Actor):
         else:
             await self._fault_large_blocks(op, mapped)
 
+    async def _refill(self, order: int) -> bool:
+        """Refill the empty list of ``order`` from the zone; False: the zone had nothing."""
+        pcp = self.pcp
+        refill = await self._zone_alloc(order, pcp.refill_size(order, self._zone_below_high()))
+        pcp.add(order, refill)
+        return bool(refill)
+
     async def _fault_small_pages(self, op: Map, mapped: list[int]) -> None:
         pcp, counters, costs = self.pcp, self.counters, self.costs
         per_page = costs.touch_ns(0, op.copy)
+        hot = pcp.lists[0]
         needed = op.pages
         while needed:
-            if not pcp:
-                refill = await self._zone_alloc(0, self.limits.batch)
-                if not refill:
-                    await self._out_of_memory(op)
-                    return
-                pcp.extend(refill)
-            take = min(needed, len(pcp))
-            chunk = pcp[-take:]
-            del pcp[-take:]
+            if not hot and not await self._refill(0):
+                await self._out_of_memory(op)
+                return
+            chunk = pcp.take(0, needed)
+            take = len(chunk)
             mapped.extend(chunk)
             self.mapped_pages += take
             host_ns = self._host_faults(*self.backing.touch_pages(chunk))
@@ -144,13 +172,20 @@ class VCpu(Actor):
             await self._spend(take * per_page + host_ns)
 
     async def _fault_large_blocks(self, op: Map, mapped: list[int]) -> None:
-        counters, costs = self.counters, self.costs
+        counters, costs, pcp = self.counters, self.costs, self.pcp
         block_pages = 1 << op.order
+        cached = pcp.holds(op.order)
         for _ in range(-(-op.pages // block_pages)):
-            got = await self._zone_alloc(op.order, 1)
-            if not got:
-                await self._out_of_memory(op)
-                return
+            if cached:
+                if not pcp.lists[op.order] and not await self._refill(op.order):
+                    await self._out_of_memory(op)
+                    return
+                got: tuple[int, ...] | list[int] = pcp.take(op.order, 1)
+            else:
+                got = await self._zone_alloc(op.order, 1)
+                if not got:
+                    await self._out_of_memory(op)
+                    return
             mapped.append(got[0])
             self.mapped_pages += block_pages
             host_ns = self._host_faults(*self.backing.touch(got[0], block_pages))
@@ -172,24 +207,24 @@ class VCpu(Actor):
         order, pfns = entry
         if order == 0:
             await self._free_small_pages(pfns)
-        else:
-            for pfn in pfns:
-                self.mapped_pages -= 1 << order
+            return
+        pcp, cost = self.pcp, self.costs.unmap_ns(order)
+        for pfn in pfns:
+            self.mapped_pages -= 1 << order
+            if pcp.holds(order):
+                await self._give_back(pcp.free(order, [pfn], self._zone_below_high()))
+            else:
                 await self._zone_free(order, [pfn])
-                await self._spend(self.costs.unmap_ns(order))
+            await self._spend(cost)
 
     async def _free_small_pages(self, pfns: list[int]) -> None:
-        """Free to the per-CPU list a batch at a time, draining its cold end past ``high``."""
-        pcp, batch, high = self.pcp, self.limits.batch, self.limits.high
+        """Free to the per-CPU list a batch at a time, with the drains the frees bring."""
+        pcp, batch = self.pcp, self.pcp.batch
         per_page = self.costs.unmap_ns(0)
         for start in range(0, len(pfns), batch):
             chunk = pfns[start : start + batch]
-            pcp.extend(chunk)
             self.mapped_pages -= len(chunk)
-            while len(pcp) > high:
-                cold = pcp[:batch]
-                del pcp[:batch]
-                await self._zone_free(0, cold)
+            await self._give_back(pcp.free(0, chunk, self._zone_below_high()))
             await self._spend(len(chunk) * per_page)
 
     async def _out_of_memory(self, op: Map) -> None:

@@ -43,8 +43,11 @@ def scenario(design: str = "page_reporting", **sections: Any) -> Scenario:
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_every_design_gives_freed_memory_back(policy: str) -> None:
-    summary = run_scenario(scenario(policy))
-    freed = 2 * 256 * MiB
+    # 640 MiB per vCPU: a design that hints per CPU at a threshold (v9: 128 x 4 MiB) needs
+    # over 512 MiB of merged memory freed on one CPU, and 5.14+ kernels park some of it on
+    # per-CPU lists.
+    summary = run_scenario(scenario(policy, guest={"memory": "4GiB"}, workload={"size": "640MiB"}))
+    freed = 2 * 640 * MiB
     assert summary["memory_returned_bytes"] >= 0.75 * freed
     assert summary["host"]["rss_bytes_end"] <= summary["host"]["rss_bytes_peak"] - 0.75 * freed
     worker = summary["worker"]
@@ -104,7 +107,7 @@ def test_host_discarding_a_page_the_guest_may_use_fails_the_run(
         run_scenario(scenario("page_reporting"))
     assert caught.value.actor == "host"
     assert isinstance(caught.value.cause, DiscardedPageInUse)
-    assert "free block" in str(caught.value)
+    assert "the guest may be using it" in str(caught.value)
 
 
 FAULTS = [
@@ -261,7 +264,8 @@ def test_a_slow_host_keeps_memory_isolated_longer() -> None:
         )
     )
     assert slow["time_to_return_s"]["90"] > quick["time_to_return_s"]["90"]
-    assert slow["memory_returned_bytes"] == quick["memory_returned_bytes"]
+    # About the same memory in the end (which blocks merge first depends on timing).
+    assert slow["memory_returned_bytes"] == pytest.approx(quick["memory_returned_bytes"], rel=0.02)
 
 
 def test_asynchronous_reports_with_event_index_kick_only_when_the_host_asked() -> None:

@@ -48,7 +48,7 @@ def test_seeded_run_is_identical_in_two_processes(tmp_path: Path) -> None:
         out = tmp_path / f"hash{hash_seed}"
         command = [sys.executable, "-m", "pagehint.runtime.harness.cli", "run"]
         command += [str(CONFIGS / "churn.toml"), "--out", str(out), *SHORT, "--seed", "5"]
-        command += ["--set", "run.log_level=debug"]
+        command += ["--set", "run.log_level=debug", "--set", "run.duration=150ms"]
         subprocess.run(command, check=True, env=dict(os.environ, PYTHONHASHSEED=hash_seed))
         logs.append(log_records(out / "log.jsonl", drop_wall_clock=True))
     assert len(logs[0]) > 200  # a line per zone request: any reordering shows
@@ -67,7 +67,7 @@ def test_seeded_run_is_identical_in_two_processes(tmp_path: Path) -> None:
             ["guest.memory=20MiB", "guest.boot_memory=19.5MiB"],
             "(852KiB) does not fit in guest.memory 20MiB",
         ),
-        (["guest.pcp_high=10"], "guest.pcp_high (10) must be at least guest.pcp_batch (63)"),
+        (["guest.pcp_high=10"], "guest.pcp_high (10) must be at least pcp->batch (63)"),
         (["workload.name=fork_bomb"], "unknown workload name 'fork_bomb'; choose one of"),
         (["nonsense"], "expected KEY.PATH=VALUE"),
     ],

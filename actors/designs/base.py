@@ -28,6 +28,7 @@ import attrs
 from pagehint.protocol.units import Nanos, pages
 
 from ..mm.buddy import BuddyAllocator
+from ..mm.kernels import KernelProfile
 
 Block = tuple[int, int]  # (pfn, order)
 
@@ -93,6 +94,13 @@ class Policy:
     returns_memory: ClassVar[bool] = False  # pagehint.testing checks a design that says so
     synchronous: ClassVar[bool] = True  # wait for the host's ack before the next report
     allocations_per_report: ClassVar[int] = 0  # pages allocated (and freed) per report
+    kernel_knobs: ClassVar[tuple[str, ...]] = ()  # own knobs whose unset value the kernel sets
+
+    @classmethod
+    def kernel_defaults(cls, config: Any, kernel: KernelProfile) -> Any:
+        """``config`` with the knobs in ``kernel_knobs`` that it leaves unset (None) set as the
+        guest ``kernel`` has them."""
+        return config
 
     @classmethod
     def default_min_order(cls, max_order: int, pageblock_order: int) -> int:

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from pagehint.protocol.units import Nanos
 
-from .base import Policy
+from .base import DesignConfig, Policy
 from .registry import broken_designs, installed_designs
 
 HELP = "list the installed hinting designs, with their knobs and defaults"
@@ -31,20 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(name: str, design: type[Policy]) -> dict[str, Any]:
-    """A design as ``pagehint designs`` shows it: its knobs resolved for the default guest."""
+    """A design as ``pagehint designs`` shows it: its knobs resolved for the default guest
+    (and its default kernel)."""
     # Imported here: the scenario imports the designs, not the other way round.
     from ..scenario import MODEL
     from ..scenario.effective import resolve
     from ..scenario.schema import CONVERTER
 
     scenario = MODEL.load({"policy": {"name": name}}, "pagehint designs")
-    limits = resolve(scenario).limits
+    hinting = resolve(scenario)  # with the default guest kernel's values for its knobs
+    limits = hinting.limits
     resolved = {
         "capacity": limits.capacity,
         "min_order": limits.min_order,
         "delay": CONVERTER.unstructure(Nanos(limits.delay_ns)),
     }
-    written = MODEL.unstructure(scenario)["policy"]
+    written = CONVERTER.unstructure(hinting.config, DesignConfig)
     knobs = {key: resolved.get(key, value) for key, value in written.items() if key != "name"}
     return {
         "name": name,

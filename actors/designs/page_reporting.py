@@ -1,24 +1,28 @@
 """``page_reporting``: Linux 5.7+ free page reporting, ``mm/page_reporting.c``.
 
 IDLE/REQUESTED/ACTIVE, a 2 s delayed pass, capacity 32, pageblock order and up, a budget per
-free list, list rotation, the zone watermark gate, the lock dropped while the host works; 5.10
-tail placement as an option.
+free list, list rotation, the zone watermark gate, the lock dropped while the host works; the
+putback at the head (5.7) or the tail (5.10, FPI_TO_TAIL) as the guest kernel does.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import attrs
 
 from pagehint.runtime import NS_PER_S
 
 from ..mm.buddy import BuddyAllocator
+from ..mm.kernels import KernelProfile
 from .base import Batch, Block, DesignConfig, Limits, Policy
 
 
 @attrs.frozen
 class PageReportingConfig(DesignConfig):
-    tail_placement: bool = False
-    """Put reported pages back at the tail of their free list (5.10, FPI_TO_TAIL)."""
+    tail_placement: bool | None = None
+    """Put reported pages back at the tail of their free list (FPI_TO_TAIL); unset: as the
+    guest kernel does (5.7: head, by the ordinary rule; 5.10 and later: tail)."""
 
 
 def _isolate_from_list(
@@ -63,6 +67,13 @@ class PageReportingPolicy(Policy):
     Config = PageReportingConfig
     default_delay_ns = 2 * NS_PER_S  # PAGE_REPORTING_DELAY (2 * HZ)
     returns_memory = True
+    kernel_knobs = ("tail_placement",)
+
+    @classmethod
+    def kernel_defaults(cls, config: PageReportingConfig, kernel: KernelProfile) -> Any:
+        if config.tail_placement is None:
+            return attrs.evolve(config, tail_placement=kernel.putback_to_tail)
+        return config
 
     @classmethod
     def default_min_order(cls, max_order: int, pageblock_order: int) -> int:
@@ -70,7 +81,7 @@ class PageReportingPolicy(Policy):
 
     def __init__(self, limits: Limits, config: PageReportingConfig) -> None:
         super().__init__(limits, config)
-        self.tail_placement = config.tail_placement  # 5.10: FPI_TO_TAIL on putback
+        self.tail_placement = bool(config.tail_placement)  # 5.10: FPI_TO_TAIL on putback
         self.state = IDLE
         self._order = limits.min_order
         self._budget: int | None = None

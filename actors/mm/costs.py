@@ -1,9 +1,9 @@
 """The cost model: virtual time charged for each thing the guest and host do.
 
-Pure data with the arithmetic next to it, so a reviewer sees every number a result depends on
-in one place. Defaults are orders of magnitude for a current x86-64 server, not measurements
-of any machine: will-it-scale's page_fault1 does roughly 0.5-1 M faults/s per task, zeroing
-runs at tens of GB/s, and a zone-lock hold is a few hundred ns plus tens of ns per page.
+Pure data with the arithmetic next to it. The values come from a hardware profile
+(``profiles.py``; every number, its source and its arithmetic in ``cost_profiles.toml`` and
+``docs/costs.md``); a scenario picks the profile with ``costs.profile`` and may override any
+single cost.
 """
 
 from __future__ import annotations
@@ -15,43 +15,25 @@ from pagehint.protocol.units import Nanos
 
 @attrs.frozen
 class Costs:
-    """Virtual-time costs; every field is a duration ("250ns", "1.5us") or integer ns."""
+    """Virtual-time costs in ns, one field per cost of ``cost_profiles.toml`` (documented there)."""
 
-    fault_4k: Nanos = Nanos(600)
-    """Guest page-fault handling for one 4 KiB page (entry, page table, accounting)."""
-    zero_4k: Nanos = Nanos(150)
-    """Zero-filling a 4 KiB page on first touch."""
-    copy_4k: Nanos = Nanos(300)
-    """Copying a 4 KiB page (copy-on-write fault of a private file mapping)."""
-    fault_2m: Nanos = Nanos(2_000)
-    """Guest fault handling for one 2 MiB THP."""
-    zero_2m: Nanos = Nanos(60_000)
-    """Zero-filling a 2 MiB THP."""
-    unmap_4k: Nanos = Nanos(80)
-    """Unmapping one 4 KiB page (zap, TLB flush share, freeing to the per-CPU list)."""
-    unmap_2m: Nanos = Nanos(1_000)
-    """Unmapping one 2 MiB THP."""
-    zone_lock_base: Nanos = Nanos(200)
-    """Holding the zone lock for one request: acquire, release, cache-line transfer."""
-    zone_lock_per_block: Nanos = Nanos(40)
-    """Extra zone-lock hold per block taken or returned (list work, split or merge)."""
-    host_fault_4k: Nanos = Nanos(1_500)
-    """Host side of a guest's first touch of a 4 KiB page: EPT violation exit, host allocation
-    and zeroing. Also charged for a refault of a discarded page."""
-    host_fault_2m: Nanos = Nanos(80_000)
-    """Host side of a first touch of a 2 MiB range backed by a host huge page."""
-    swap_in_4k: Nanos = Nanos(60_000)
-    """A guest touch of a page the host swapped out: a major fault on the host (SSD read)."""
-    kick: Nanos = Nanos(5_000)
-    """A virtqueue kick: VM exit, ioeventfd, waking the device thread."""
-    interrupt: Nanos = Nanos(3_000)
-    """A used-buffer interrupt: injection, the guest's handler."""
-    madvise_call: Nanos = Nanos(1_000)
-    """Host madvise() system call overhead, per discarded range."""
-    dontneed_4k: Nanos = Nanos(80)
-    """MADV_DONTNEED per 4 KiB page: zap the mapping, free the page at once."""
-    free_4k: Nanos = Nanos(30)
-    """MADV_FREE per 4 KiB page: mark lazily freeable (cheaper; freed under pressure)."""
+    fault_4k: Nanos
+    zero_4k: Nanos
+    copy_4k: Nanos
+    fault_2m: Nanos
+    zero_2m: Nanos
+    unmap_4k: Nanos
+    unmap_2m: Nanos
+    zone_lock_base: Nanos
+    zone_lock_per_block: Nanos
+    host_fault_4k: Nanos
+    host_fault_2m: Nanos
+    swap_in_4k: Nanos
+    kick: Nanos
+    interrupt: Nanos
+    madvise_call: Nanos
+    dontneed_4k: Nanos
+    free_4k: Nanos
 
     def discard_ns(self, pages: int, lazy: bool) -> int:
         """Host cost of discarding a range of ``pages`` pages (one madvise call)."""

@@ -24,12 +24,14 @@ from ..device import (
 from ..host import Fault, Host, HostedGuest
 from ..mm.buddy import BuddyAllocator
 from ..mm.host_memory import GuestBacking
+from ..mm.kernels import KERNELS
+from ..mm.pcp import PerCpuPages
 from ..monitor import Monitor
-from ..vcpu import PcpLimits, VCpu
+from ..vcpu import VCpu
 from ..worker import HintingWorker
 from ..workloads import Trace, TraceError, TraceEvent, parse_perf_script
 from ..zone import Zone
-from .effective import Hinting, resolve
+from .effective import Hinting, pcp_sizes, resolve
 from .schema import (
     Churn,
     Idle,
@@ -120,7 +122,7 @@ def _build_guest(
     prefix: str,
     trace: Trace | None,
 ) -> Guest:
-    guest, run, costs = scenario.guest, scenario.run, scenario.costs
+    guest, run, costs = scenario.guest, scenario.run, scenario.costs.resolve()
     total = pages(guest.memory)
     allocator = BuddyAllocator(
         total,
@@ -134,7 +136,8 @@ def _build_guest(
     boot_order = min(guest.pageblock_order, guest.max_order - 1)
     for pfn in zone.take_at_boot(pages(guest.boot_memory), boot_order):
         backing.touch(pfn, 1 << boot_order)
-    limits = PcpLimits(guest.pcp_batch, guest.pcp_high)
+    kernel, sizes = KERNELS[guest.kernel], pcp_sizes(scenario)
+    pcp_orders = kernel.pcp_orders(guest.pageblock_order)
     shares = workloads.split_by_cpu(trace.events, guest.vcpus) if trace is not None else None
     vcpus = [
         system.spawn(
@@ -146,7 +149,7 @@ def _build_guest(
                     _workload_for(scenario, index, cpu, shares), index * scenario.host.stagger
                 ),
                 costs,
-                limits,
+                PerCpuPages(kernel.pcp_rules, sizes, pcp_orders),
             )
         )
         for cpu in range(guest.vcpus)
@@ -221,7 +224,7 @@ def build(system: ActorSystem, scenario: Scenario) -> Machine:
         Host(
             "host",
             hosted,
-            scenario.costs,
+            scenario.costs.resolve(),
             memory_limit_pages=pages(scenario.host.memory),
             lazy_free=scenario.host.discard == "free",
             reclaim_interval_ns=scenario.host.reclaim_interval,

@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from pagehint.protocol.units import format_size
+from pagehint.protocol.units import PAGE_SIZE, format_duration, format_size
 from pagehint.protocol.virtqueue import MAX_QUEUE_SIZE
 
 from ..designs import DesignConfig, Limits, Policy
 from ..designs.registry import find_design
+from ..mm.buddy import Watermarks
+from ..mm.kernels import KERNELS
+from ..mm.pcp import PcpSizes, zone_batchsize
 
 if TYPE_CHECKING:
     from .schema import Scenario
@@ -42,9 +45,11 @@ class Hinting:
 
 
 def resolve(scenario: Scenario) -> Hinting:
-    """The one resolution of ``[policy]``, ``[virtio]`` and ``host.batch_size``."""
-    config, guest, host = scenario.policy, scenario.guest, scenario.host
-    design = find_design(config.name)
+    """The one resolution of ``[policy]`` (with the guest kernel's defaults for the knobs the
+    scenario leaves unset), ``[virtio]`` and ``host.batch_size``."""
+    guest, host = scenario.guest, scenario.host
+    design = find_design(scenario.policy.name)
+    config = design.kernel_defaults(scenario.policy, KERNELS[guest.kernel])
     own = design.limits(config, guest.max_order, guest.pageblock_order, 0)
     limits = own
     if host.batch_size:
@@ -91,3 +96,61 @@ def check_hinting(scenario: Scenario) -> list[str]:
                 f"virtqueue (virtio.queue_size = {size})"
             )
     return problems + hinting.design.check(config, limits)
+
+
+def pcp_sizes(scenario: Scenario) -> PcpSizes:
+    """Every vCPU's per-CPU list sizing: ``guest.pcp_batch`` and ``guest.pcp_high`` where set,
+    else the guest kernel's rules for a zone of ``guest.memory`` shared by ``guest.vcpus``."""
+    guest = scenario.guest
+    total = guest.memory // PAGE_SIZE
+    batch = guest.pcp_batch if guest.pcp_batch is not None else zone_batchsize(total)
+    if guest.pcp_high is not None:
+        return PcpSizes(batch, guest.pcp_high, guest.pcp_high)
+    low = Watermarks.linux_default(total).low
+    return PcpSizes.for_kernel(KERNELS[guest.kernel].pcp_rules, batch, low, total, guest.vcpus)
+
+
+def applied(scenario: Scenario) -> list[tuple[str, str, str]]:
+    """Each value the guest kernel or the cost profile governs, as (key, value, where from):
+    what ``pagehint config --explain`` shows for a scenario."""
+    guest, kernel = scenario.guest, KERNELS[scenario.guest.kernel]
+    sizes, hinting = pcp_sizes(scenario), resolve(scenario)
+    kernel_says = f"guest.kernel {kernel.name}"
+    rows = [
+        (
+            "guest.pcp_batch",
+            str(sizes.batch),
+            "set" if guest.pcp_batch is not None else "zone_batchsize() of guest.memory",
+        ),
+        (
+            "guest.pcp_high",
+            str(sizes.high_min)
+            if sizes.high_min == sizes.high_max
+            else f"{sizes.high_min}..{sizes.high_max} (auto-tuned)",
+            "set" if guest.pcp_high is not None else f"{kernel_says}: {kernel.pcp_rules} rule",
+        ),
+        (
+            "per-CPU lists hold",
+            "orders " + ", ".join(map(str, kernel.pcp_orders(guest.pageblock_order))),
+            kernel_says,
+        ),
+    ]
+    for key in hinting.design.kernel_knobs:
+        raw = getattr(scenario.policy, key)
+        value = getattr(hinting.config, key)
+        rows.append(
+            (f"policy.{key}", str(value).lower(), "set" if raw is not None else kernel_says)
+        )
+    min_order_from = f"{hinting.design.name}'s own"
+    if scenario.policy.min_order is not None:
+        min_order_from = "set"
+        if hinting.design.name == "page_reporting" and not kernel.reporting_order_knob:
+            min_order_from += f", though {kernel_says} has no page_reporting_order (5.14+)"
+    rows.append(("policy.min_order", str(hinting.limits.min_order), min_order_from))
+    costs = scenario.costs
+    explicit = dict(costs.overrides)
+    resolved = costs.resolve()
+    for field in attrs.fields(type(resolved)):
+        source = "set" if field.name in explicit else f"costs.profile {costs.profile}"
+        rows.append((f"costs.{field.name}", format_duration(getattr(resolved, field.name)), source))
+    return rows

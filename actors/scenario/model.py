@@ -23,6 +23,7 @@ from ..designs.base import COMMON_KNOBS
 from ..designs.cli import describe
 from ..designs.registry import installed_designs
 from .building import build, read_trace
+from .effective import applied
 from .outcomes import format_metric, headline, summarise, summary_table
 from .schema import CONVERTER, Scenario, TraceReplay, check_scenario
 
@@ -54,9 +55,10 @@ class GuestModel:
             read_trace(path)  # a bad trace is bad input: report it before the run starts
         return scenario
 
-    def explain(self) -> list[str]:
+    def explain(self, config: Scenario) -> list[str]:
         """Every key; [policy] as the default design has it, then each installed design's own
-        knobs (a plugin's included)."""
+        knobs (a plugin's included); then what the guest kernel and the cost profile give
+        ``config``, and which of those values the scenario set itself."""
         lines = explain(Scenario, CONVERTER, defaults=Scenario())
         for name, design in installed_designs().items():
             own = explain(design.Config, CONVERTER, "policy.", skip=COMMON_KNOBS)
@@ -67,6 +69,11 @@ class GuestModel:
             lines += [f"# unset, for the default guest: {shown}", *own]
             if not own:
                 lines.append("# (no knobs of its own)")
+        kernel, profile = config.guest.kernel, config.costs.profile
+        lines += ["", f'# This scenario (guest.kernel = "{kernel}", costs.profile = "{profile}"):']
+        rows = applied(config)
+        width = max(len(f"{key} = {value}") for key, value, _ in rows)
+        lines += [f"#   {f'{key} = {value}':<{width}}  {source}" for key, value, source in rows]
         return lines
 
     def unstructure(self, config: Scenario) -> dict[str, Any]:

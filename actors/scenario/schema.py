@@ -7,6 +7,7 @@ kernel has one. Each field's docstring is its documentation.
 
 from __future__ import annotations
 
+import textwrap
 import typing
 import warnings
 from collections.abc import Mapping
@@ -31,9 +32,19 @@ from ..designs import DesignConfig, PageReportingConfig, Policy
 from ..designs.registry import find_design, installed_designs
 from ..mm.buddy import Watermarks
 from ..mm.costs import Costs
-from .effective import check_hinting
+from ..mm.kernels import DEFAULT_KERNEL, KERNELS
+from ..mm.profiles import COST_RULES, PROFILES, costs_for, default_profile
+from .effective import check_hinting, pcp_sizes
 
 DEFAULT_DESIGN = "page_reporting"
+
+
+class KernelName(str):
+    """A guest kernel profile's name (``actors/mm/kernels.py``), checked when structured."""
+
+
+DEFAULT_KERNEL_NAME = KernelName(DEFAULT_KERNEL)
+
 
 # -- the schema ------------------------------------------------------------------------------
 
@@ -68,10 +79,17 @@ class GuestSection:
     """Pageblock order (x86-64: 9, 2 MiB)."""
     shuffle: bool = False
     """CONFIG_SHUFFLE_PAGE_ALLOCATOR: randomise free-list placement at the top order."""
-    pcp_batch: int = 63
-    """Per-CPU list refill and drain size (pcp->batch)."""
-    pcp_high: int = 378
-    """Per-CPU list size above which it is drained (pcp->high)."""
+    kernel: KernelName = DEFAULT_KERNEL_NAME
+    """The guest kernel: what it puts back where, what its per-CPU lists hold and how they are
+    sized ("5.7", "5.10", "5.14", "6.12"; docs/kernels.md). It sets the defaults of the knobs
+    it governs; a knob set explicitly wins (pagehint config --explain shows which applied)."""
+    pcp_batch: int | None = None
+    """Per-CPU list refill and drain size (pcp->batch); unset: zone_batchsize(), 63 for guests
+    of 1GiB and more."""
+    pcp_high: int | None = None
+    """Per-CPU list size at which it is drained (pcp->high); unset: the kernel's rule (5.7 and
+    5.10: 6 x batch; 5.14: the low watermark split over the vCPUs; 6.12: auto-tuned above
+    that). Set, it is fixed, as vm.percpu_pagelist_high_fraction fixes it."""
     page_poison: bool = False
     """The guest poisons or initialises freed pages (page_poison=1, init_on_free=1): free page
     reporting is then used only if the host offers PAGE_POISON."""
@@ -191,6 +209,40 @@ class FaultSection:
 
 
 @attrs.frozen
+class CostsSection:
+    """The [costs] table: a hardware profile, and any single cost overridden."""
+
+    profile: str = attrs.field(factory=default_profile)
+    overrides: tuple[tuple[str, Nanos], ...] = ()
+
+    def resolve(self) -> Costs:
+        return attrs.evolve(costs_for(self.profile), **dict(self.overrides))
+
+    @classmethod
+    def explain_keys(cls, prefix: str) -> list[str]:
+        """The keys of [costs] for pagehint config --explain: the profile, then every cost with
+        the default profile's value."""
+        names = ", ".join(f'"{name}"' for name in PROFILES())
+        lines = [
+            f'profile = "{default_profile()}"',
+            *(
+                f"    # {line}"
+                for line in textwrap.wrap(
+                    f"The host machine whose measured costs the run uses ({names}); every "
+                    "number, its source and its arithmetic: docs/costs.md.",
+                    88,
+                )
+            ),
+        ]
+        defaults = costs_for(default_profile())
+        for rule in COST_RULES():
+            value = _duration_text(getattr(defaults, rule.key))
+            lines.append(f'{rule.key} = "{value}"  # unset: the profile\'s')
+            lines.extend(f"    # {line}" for line in textwrap.wrap(rule.doc, 88))
+        return lines
+
+
+@attrs.frozen
 class Scenario:
     run: RunSection = RunSection()
     guest: GuestSection = GuestSection()
@@ -201,7 +253,8 @@ class Scenario:
     virtio: VirtioSection = VirtioSection()
     host: HostSection = HostSection()
     faults: tuple[FaultSection, ...] = ()
-    costs: Costs = attrs.Factory(Costs)
+    costs: CostsSection = attrs.Factory(CostsSection)
+    """The [costs] table: costs.profile picks the hardware; costs.KEY overrides one cost."""
 
 
 # -- structuring and checks ------------------------------------------------------------------
@@ -300,6 +353,53 @@ def _knobs_of(config_class: type[DesignConfig]) -> tuple[Any, Any]:
     return hooks
 
 
+def _structure_kernel(value: Any, _: Any) -> KernelName:
+    """A known kernel's name; a number that reads as one is taken (``--set guest.kernel=5.14``),
+    but a number drops trailing zeros (5.10 is 5.1), so the message says to quote it."""
+    name = repr(value) if isinstance(value, float) else value
+    if isinstance(name, str) and name in KERNELS:
+        return KernelName(name)
+    known = ", ".join(f'"{kernel}"' for kernel in KERNELS)
+    hint = ""
+    if isinstance(value, int | float):
+        hint = " (a number drops trailing zeros, 5.10 reads as 5.1: quote the name)"
+    raise ValueError(f"unknown kernel {value!r}{hint}; known kernels: {known}")
+
+
+def _structure_costs(document: Any, _: Any) -> CostsSection:
+    """[costs]: a known profile, and overrides of known costs, each a duration with its unit."""
+    if not isinstance(document, Mapping):
+        raise ValueError("expected a table: profile and any cost to override")
+    problems: dict[str, str] = {}
+    profile = document.get("profile", default_profile())
+    if profile not in PROFILES():
+        known = ", ".join(f'"{name}"' for name in PROFILES())
+        problems["profile"] = f"unknown profile {profile!r}; known profiles: {known}"
+    keys = [field.name for field in attrs.fields(Costs)]
+    overrides: list[tuple[str, Nanos]] = []
+    for key, value in document.items():
+        if key == "profile":
+            continue
+        if key not in keys:
+            problems[key] = (
+                f"unknown key{suggest(key, keys)} (valid keys: profile, {', '.join(keys)})"
+            )
+        elif not isinstance(value, str):
+            problems[key] = f'a cost needs a unit ("150us", "300ns"), got {value!r}'
+        else:
+            try:
+                overrides.append((key, parse_duration(value)))
+            except ValueError as error:
+                problems[key] = str(error)
+    if problems:
+        raise TableKeysError(problems)
+    return CostsSection(profile, tuple(overrides))
+
+
+def _unstructure_costs(costs: CostsSection) -> dict[str, Any]:
+    return {"profile": costs.profile} | {key: _duration_text(ns) for key, ns in costs.overrides}
+
+
 def _make_converter() -> cattrs.Converter:
     converter = make_converter()
     converter.register_structure_hook_func(lambda kind: kind is DesignConfig, _structure_policy)
@@ -309,6 +409,10 @@ def _make_converter() -> cattrs.Converter:
     converter.register_unstructure_hook(Bytes, _size_text)
     converter.register_unstructure_hook(Nanos, _duration_text)
     converter.register_structure_hook(WorkloadSection, _structure_workload)
+    converter.register_structure_hook(KernelName, _structure_kernel)
+    converter.register_unstructure_hook(KernelName, str)
+    converter.register_structure_hook(CostsSection, _structure_costs)
+    converter.register_unstructure_hook(CostsSection, _unstructure_costs)
     return converter
 
 
@@ -346,10 +450,12 @@ def check_scenario(scenario: Scenario) -> list[str]:
             f"watermark ({format_size(high_watermark)}) does not fit in guest.memory "
             f"{format_size(guest.memory)}"
         )
-    if guest.pcp_batch < 1 or guest.pcp_high < guest.pcp_batch:
+    if guest.pcp_batch is not None and guest.pcp_batch < 1:
+        problems.append(f"guest.pcp_batch: must be positive, got {guest.pcp_batch}")
+    elif guest.pcp_high is not None and guest.pcp_high < pcp_sizes(scenario).batch:
         problems.append(
-            f"guest.pcp_high ({guest.pcp_high}) must be at least guest.pcp_batch "
-            f"({guest.pcp_batch}), which must be positive"
+            f"guest.pcp_high ({guest.pcp_high}) must be at least pcp->batch "
+            f"({pcp_sizes(scenario).batch})"
         )
     problems += check_hinting(scenario) + _check_host(scenario)
     workload = scenario.workload

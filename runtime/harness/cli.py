@@ -156,10 +156,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> int:
     model = load_model(args.model)
-    if args.explain:
-        print("\n".join(model.explain()).strip())
-        return 0
     config, _ = _load(model, args)
+    if args.explain:
+        print("\n".join(model.explain(config)).strip())
+        return 0
     print(to_toml(model.unstructure(config)), end="")
     return 0
 

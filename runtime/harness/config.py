@@ -275,7 +275,8 @@ def explain(
     """Every key of a config schema with its default and documentation, as TOML-like lines.
 
     ``defaults``: an instance whose values are the defaults shown (a table whose default is
-    an instance of a subclass is explained as that subclass); ``skip``: keys left out.
+    an instance of a subclass is explained as that subclass); ``skip``: keys left out. A table
+    class with an ``explain_keys(prefix)`` classmethod documents its own keys.
     """
     if defaults is not None:
         cls = type(defaults)
@@ -300,7 +301,9 @@ def explain(
             lines.extend(f"    # {line}" for line in textwrap.wrap(docs[field.name], 88))
     for name, kind, default in nested:
         path = f"{prefix}{name}"
-        if attrs.has(kind):
+        if hasattr(kind, "explain_keys"):  # a table that documents its own keys
+            lines += ["", f"[{path}]", *kind.explain_keys(f"{path}.")]
+        elif attrs.has(kind):
             instance = default if attrs.has(type(default)) else None
             lines += ["", f"[{path}]", *explain(kind, converter, f"{path}.", defaults=instance)]
         elif _is_table_array(kind):

@@ -49,8 +49,9 @@ class Model(Protocol):
     def unstructure(self, config: Any) -> dict[str, Any]:
         """The resolved config (with defaults) as plain data, written as config.toml."""
 
-    def explain(self) -> list[str]:
-        """Every config key with its default and documentation."""
+    def explain(self, config: Any) -> list[str]:
+        """Every config key with its default and documentation, and what ``config`` (the
+        scenario the user named, or the default) resolves its derived values to."""
         ...
 
     def seed(self, config: Any) -> int: ...
