@@ -83,13 +83,15 @@ class Monitor(Actor):
         on a free list or isolated in a report the host has not yet discarded.
         """
         backing = self.backing
-        untouched = sum(
-            1
-            for vcpu in self.vcpus
-            for start, order in vcpu.pcp.blocks()
-            for pfn in range(start, start + (1 << order))
-            if not backing.is_backed(pfn)
-        )
+        untouched = 0
+        for vcpu in self.vcpus:
+            for order, pfns in vcpu.pcp.lists.items():
+                if order == 0:
+                    untouched += sum(1 for pfn in pfns if not backing.is_backed(pfn))
+                else:
+                    untouched += sum(
+                        (1 << order) - backing.backed_pages(p, 1 << order) for p in pfns
+                    )
         in_use = sum(self.zone.held_by.values()) - untouched
         return backing.rss_pages - in_use
 

@@ -105,6 +105,12 @@ class GuestBacking:
                 f"pages [{pfn}, {pfn + count}) are outside the guest's {self.total_pages} pages"
             )
 
+    def prefault(self) -> None:
+        """Back every page before the guest runs (QEMU -mem-prealloc): in RSS, not counted as
+        the guest's first touches."""
+        _fill(self._backed, 0, self.total_pages, True)
+        self.rss_pages = self.total_pages
+
     def touch(self, pfn: int, count: int = 1) -> tuple[int, int, int]:
         """The guest writes pages [pfn, pfn+count): (first touches, refaults, swap-ins)."""
         self._check(pfn, count)
@@ -247,6 +253,11 @@ class GuestBacking:
         self.rss_pages -= dropped
         self.discarded_pages += dropped
         return dropped
+
+    def backed_pages(self, pfn: int, count: int) -> int:
+        """How many of pages [pfn, pfn+count) the host backs."""
+        self._check(pfn, count)
+        return _count_bits(self._backed, pfn, pfn + count)
 
     def is_backed(self, pfn: int) -> bool:
         return bool(self._backed[pfn >> 3] & (1 << (pfn & 7)))

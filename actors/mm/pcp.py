@@ -92,10 +92,6 @@ class PerCpuPages:
         """``pcp_allowed_order``: whether blocks of ``order`` live on these lists."""
         return order in self.lists
 
-    def blocks(self) -> list[tuple[int, int]]:
-        """Every (pfn, order) on the lists."""
-        return [(pfn, order) for order, pfns in self.lists.items() for pfn in pfns]
-
     # -- allocation ----------------------------------------------------------------------
     def refill_size(self, order: int, zone_below_high: bool) -> int:
         """Blocks of ``order`` to take from the zone when that list is empty

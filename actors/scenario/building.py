@@ -132,6 +132,8 @@ def _build_guest(
         rng=stream_for(run.seed, "shuffle", index) if guest.shuffle else None,
     )
     backing = GuestBacking(total)
+    if scenario.host.prealloc:  # QEMU's qemu_prealloc_mem touches every page of the RAM block
+        backing.prefault()
     zone = system.spawn(Zone(f"{prefix}zone", allocator, costs))
     boot_order = min(guest.pageblock_order, guest.max_order - 1)
     for pfn in zone.take_at_boot(pages(guest.boot_memory), boot_order):

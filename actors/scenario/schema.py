@@ -191,6 +191,10 @@ class HostSection:
     """How often the host checks its memory limit."""
     stagger: Nanos = Nanos(0)
     """Guest i starts its workload i x stagger late, so guests do not run in lockstep."""
+    prealloc: bool = False
+    """Back all guest memory before the guest boots (QEMU -mem-prealloc, prealloc=on): as a
+    guest that has touched all its memory once (memhog) has it backed, so that first touches
+    cost the host nothing until hinting discards something."""
 
 
 @attrs.frozen

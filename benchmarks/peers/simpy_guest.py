@@ -6,23 +6,24 @@ Same model as ``pagehint.actors`` (zone.py, vcpu.py), on SimPy instead of trio a
   made at once, then the lock is held for ``costs.lock_hold_ns(blocks)`` (as ``Zone`` does);
 * each vCPU is a SimPy process running a workload generator from ``actors/workloads/``,
   sending it the current time after each operation;
-* per-CPU lists, refill by ``batch``, drain of the cold end past ``high``, THP blocks straight
-  from the zone, host first-touch cost, and the chunking of sleeps are those of ``VCpu``.
+* per-CPU lists, their refills and drains, THP blocks from the zone or (5.14+) the per-CPU
+  lists, host first-touch cost, and the chunking of sleeps are those of ``VCpu``; vmstat's
+  once-a-second ``decay_pcp_high`` is not modelled, so kernels that auto-tune (6.7+) are refused.
 
-The pure parts are shared, not copied: ``Costs`` (the same fields), ``BuddyAllocator`` and
-``GuestBacking``. A benchmark against this peer therefore compares the simulation engine and
-the actor layer, not the allocator. The monitor, the per-requester ledger and logging of the
-actor model have no counterpart here: they are not part of what is simulated.
-
-Lock wait is the time from a request to its acquisition of the lock, as the zone actor records
-it (from the request's ``sent_ns`` to the moment its ``TimedLock`` is acquired).
+The pure parts are shared, not copied: ``Costs`` (the same values), ``PerCpuPages`` (the
+kernel's per-CPU list rules), ``BuddyAllocator`` and ``GuestBacking``. A benchmark against this
+peer therefore compares the simulation engine and the actor layer, not the allocator. The
+monitor, the per-requester ledger and logging of the actor model have no counterpart here: they
+are not part of what is simulated. Lock wait is the time from a request to its acquisition of
+the lock, as the zone actor records it (from the request's ``sent_ns`` to the moment its
+``TimedLock`` is acquired).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import simpy
@@ -30,6 +31,7 @@ import simpy
 from pagehint.actors.mm.buddy import BuddyAllocator
 from pagehint.actors.mm.costs import Costs
 from pagehint.actors.mm.host_memory import GuestBacking
+from pagehint.actors.mm.pcp import Drain, PcpRules, PcpSizes, PerCpuPages
 from pagehint.actors.workloads import Loop, Map, Think, Unmap, Workload
 
 Process = Generator[simpy.Event, Any, Any]
@@ -42,11 +44,12 @@ class GuestParams:
     total_pages: int
     vcpus: int
     boot_pages: int
+    costs: Costs
+    pcp_rules: PcpRules
+    pcp_sizes: PcpSizes
+    pcp_orders: tuple[int, ...] = (0,)
     max_order: int = 11
     pageblock_order: int = 9
-    pcp_batch: int = 63
-    pcp_high: int = 378
-    costs: Costs = field(default_factory=Costs)
 
 
 class Zone:
@@ -122,9 +125,9 @@ class Vcpu:
         self.backing = backing
         self.workload = workload
         self.costs = params.costs
-        self.batch = params.pcp_batch
-        self.high = params.pcp_high
-        self.pcp: list[int] = []  # order-0 pfns; the hot end is the end of the list
+        if params.pcp_rules == "auto":
+            raise ValueError("the SimPy peer does not model vmstat's decay of pcp->high")
+        self.pcp = PerCpuPages(params.pcp_rules, params.pcp_sizes, params.pcp_orders)
         self.regions: dict[int, tuple[int, list[int]]] = {}  # region -> (order, pfns)
         self.mapped_pages = 0
         self.faults = 0
@@ -153,20 +156,32 @@ class Vcpu:
         else:
             yield from self.fault_large_blocks(op, mapped)
 
+    def refill(self, order: int) -> Process:
+        """Refill the empty list of ``order``; the value is False when the zone had nothing."""
+        pcp = self.pcp
+        refill = yield from self.zone.alloc(order, pcp.refill_size(order, self.zone_below_high()))
+        pcp.add(order, refill)
+        return bool(refill)
+
+    def zone_below_high(self) -> bool:
+        allocator = self.zone.allocator
+        return allocator.free_pages < allocator.watermarks.high
+
+    def give_back(self, drains: list[Drain]) -> Process:
+        for order, pfns in drains:
+            yield from self.zone.free(order, pfns)
+
     def fault_small_pages(self, op: Map, mapped: list[int]) -> Process:
         pcp, costs = self.pcp, self.costs
         per_page = costs.touch_ns(0, op.copy)
+        hot = pcp.lists[0]
         needed = op.pages
         while needed:
-            if not pcp:
-                refill = yield from self.zone.alloc(0, self.batch)
-                if not refill:
-                    yield from self.out_of_memory(op)
-                    return
-                pcp.extend(refill)
-            take = min(needed, len(pcp))
-            chunk = pcp[-take:]
-            del pcp[-take:]
+            if not hot and not (yield from self.refill(0)):
+                yield from self.out_of_memory(op)
+                return
+            chunk = pcp.take(0, needed)
+            take = len(chunk)
             mapped.extend(chunk)
             self.mapped_pages += take
             host_ns = self.host_cost(*self.backing.touch_pages(chunk))
@@ -175,13 +190,20 @@ class Vcpu:
             yield self.env.timeout(take * per_page + host_ns)
 
     def fault_large_blocks(self, op: Map, mapped: list[int]) -> Process:
-        costs = self.costs
+        costs, pcp = self.costs, self.pcp
         block_pages = 1 << op.order
+        cached = pcp.holds(op.order)
         for _ in range(-(-op.pages // block_pages)):
-            got = yield from self.zone.alloc(op.order, 1)
-            if not got:
-                yield from self.out_of_memory(op)
-                return
+            if cached:
+                if not pcp.lists[op.order] and not (yield from self.refill(op.order)):
+                    yield from self.out_of_memory(op)
+                    return
+                got = pcp.take(op.order, 1)
+            else:
+                got = yield from self.zone.alloc(op.order, 1)
+                if not got:
+                    yield from self.out_of_memory(op)
+                    return
             mapped.append(got[0])
             self.mapped_pages += block_pages
             host_ns = self.host_cost(*self.backing.touch(got[0], block_pages))
@@ -201,24 +223,24 @@ class Vcpu:
         order, pfns = entry
         if order == 0:
             yield from self.free_small_pages(pfns)
-        else:
-            for pfn in pfns:
-                self.mapped_pages -= 1 << order
+            return
+        pcp, cost = self.pcp, self.costs.unmap_ns(order)
+        for pfn in pfns:
+            self.mapped_pages -= 1 << order
+            if pcp.holds(order):
+                yield from self.give_back(pcp.free(order, [pfn], self.zone_below_high()))
+            else:
                 yield from self.zone.free(order, [pfn])
-                yield self.env.timeout(self.costs.unmap_ns(order))
+            yield self.env.timeout(cost)
 
     def free_small_pages(self, pfns: list[int]) -> Process:
-        """Free to the per-CPU list a batch at a time, draining its cold end past ``high``."""
-        pcp, batch, high = self.pcp, self.batch, self.high
+        """Free to the per-CPU list a batch at a time, with the drains the frees bring."""
+        pcp, batch = self.pcp, self.pcp.batch
         per_page = self.costs.unmap_ns(0)
         for start in range(0, len(pfns), batch):
             chunk = pfns[start : start + batch]
-            pcp.extend(chunk)
             self.mapped_pages -= len(chunk)
-            while len(pcp) > high:
-                cold = pcp[:batch]
-                del pcp[:batch]
-                yield from self.zone.free(0, cold)
+            yield from self.give_back(pcp.free(0, chunk, self.zone_below_high()))
             yield self.env.timeout(len(chunk) * per_page)
 
     def out_of_memory(self, op: Map) -> Process:
