@@ -10,10 +10,10 @@ import pytest
 
 from pagehint.actors.mm.costs import Costs
 from pagehint.actors.mm.profiles import (
-    COST_RULES,
-    PROFILES,
+    cost_rules,
     costs_for,
     default_profile,
+    profiles,
     render_markdown,
 )
 from pagehint.actors.scenario import MODEL
@@ -34,18 +34,18 @@ def test_docs_costs_md_shows_every_number_of_every_profile_as_the_code_has_it() 
     assert text.split(GENERATED, 1)[1] == render_markdown(), (
         "docs/costs.md is stale: regenerate its tables with python -m pagehint.actors.mm.profiles"
     )
-    for name in PROFILES():
+    for name in profiles():
         assert f"`{name}`" in text
-    for rule in COST_RULES():  # each cost is explained in the prose too, not only tabulated
+    for rule in cost_rules():  # each cost is explained in the prose too, not only tabulated
         assert f"`{rule.key}`" in text.split(GENERATED, 1)[0]
 
 
 def test_every_profile_derives_every_cost_from_sourced_facts() -> None:
-    assert [rule.key for rule in COST_RULES()] == [field.name for field in attrs.fields(Costs)]
-    assert default_profile() in PROFILES() and len(PROFILES()) >= 2
-    for profile in PROFILES().values():
+    assert [rule.key for rule in cost_rules()] == [field.name for field in attrs.fields(Costs)]
+    assert default_profile() in profiles() and len(profiles()) >= 2
+    for profile in profiles().values():
         costs = profile.costs()
-        assert all(getattr(costs, rule.key) > 0 for rule in COST_RULES())
+        assert all(getattr(costs, rule.key) > 0 for rule in cost_rules())
         for name, fact in profile.facts.items():
             assert len(fact.source) > 40, f"{profile.name}.{name} has no real source"
 

@@ -160,6 +160,11 @@ def test_a_config_toml_of_the_flat_policy_table_still_loads() -> None:
         "poll_budget": 64,
         "tail_placement": False,
     }
+    # Written with another design: its knobs dropped, the kernel-decided one whatever its value.
+    with pytest.warns(ConfigNotice) as notices:
+        scanner = load(**{**flat, "name": "scanner", "tail_placement": True})
+    assert any("policy.tail_placement = True dropped" in str(n.message) for n in notices)
+    assert "tail_placement" not in MODEL.unstructure(scanner)["policy"]
     not_default = {**flat, "batch": "32MiB"}
     refused = pytest.raises(ConfigError, match=r"policy\.batch: not a knob of design 'page_")
     with refused, pytest.warns(ConfigNotice, match="array_size"):  # that one is still dropped
@@ -379,7 +384,7 @@ _INVALID = st.sampled_from(
 )
 # Another design's knob that loading may drop: at the default of every design that has it.
 _DROPPABLE: dict[str, list[object]] = {
-    "tail_placement": [False],
+    "tail_placement": [False, True],  # unset by default: the guest kernel's
     "batch": ["64MiB"],
     "array_size": [256],
 }

@@ -70,7 +70,7 @@ class Profile:
 
     def costs(self) -> Costs:
         return Costs(
-            **{rule.key: Nanos(round(self.evaluate(rule.formula))) for rule in COST_RULES()}
+            **{rule.key: Nanos(round(self.evaluate(rule.formula))) for rule in cost_rules()}
         )
 
 
@@ -101,7 +101,7 @@ def _fact(document: Mapping[str, Any]) -> Fact:
 
 
 @functools.cache
-def COST_RULES() -> tuple[CostRule, ...]:
+def cost_rules() -> tuple[CostRule, ...]:
     """Each cost's documentation and formula, in the order of ``Costs``' fields."""
     costs = _document()["costs"]
     return tuple(
@@ -111,7 +111,7 @@ def COST_RULES() -> tuple[CostRule, ...]:
 
 
 @functools.cache
-def PROFILES() -> dict[str, Profile]:
+def profiles() -> dict[str, Profile]:
     """Every profile by name, with its facts resolved."""
     document = _document()
     common = {name: _fact(fact) for name, fact in document["facts"].items()}
@@ -134,22 +134,22 @@ def default_profile() -> str:
 @functools.cache
 def costs_for(profile: str) -> Costs:
     """The costs of a named profile (``KeyError`` for an unknown one)."""
-    return PROFILES()[profile].costs()
+    return profiles()[profile].costs()
 
 
 def render_markdown() -> str:
     """The tables of ``docs/costs.md``: each cost per profile, then each fact with its source."""
-    profiles = list(PROFILES().values())
+    machines = list(profiles().values())
     lines = [
-        "| cost | " + " | ".join(f"`{p.name}`" for p in profiles) + " | formula |",
-        "|---|" + "---:|" * len(profiles) + "---|",
+        "| cost | " + " | ".join(f"`{p.name}`" for p in machines) + " | formula |",
+        "|---|" + "---:|" * len(machines) + "---|",
     ]
-    for rule in COST_RULES():
-        values = " | ".join(_ns(getattr(costs_for(p.name), rule.key)) for p in profiles)
+    for rule in cost_rules():
+        values = " | ".join(_ns(getattr(costs_for(p.name), rule.key)) for p in machines)
         lines.append(f"| `{rule.key}` | {values} | `{rule.formula}` |")
     lines += ["", "What each cost is:", ""]
-    lines += [f"- `{rule.key}`: {rule.doc}" for rule in COST_RULES()]
-    for profile in profiles:
+    lines += [f"- `{rule.key}`: {rule.doc}" for rule in cost_rules()]
+    for profile in machines:
         lines += ["", f"### `{profile.name}`", "", f"{profile.cpu}. {profile.why}", ""]
         lines += ["| fact | value | source |", "|---|---:|---|"]
         for name, fact in sorted(profile.facts.items()):

@@ -22,6 +22,8 @@ from ..designs import DesignConfig
 from ..designs.base import COMMON_KNOBS
 from ..designs.cli import describe
 from ..designs.registry import installed_designs
+from ..mm.kernels import KERNELS
+from ..mm.profiles import profiles
 from .building import build, read_trace
 from .effective import applied
 from .outcomes import format_metric, headline, summarise, summary_table
@@ -69,8 +71,13 @@ class GuestModel:
             lines += [f"# unset, for the default guest: {shown}", *own]
             if not own:
                 lines.append("# (no knobs of its own)")
-        kernel, profile = config.guest.kernel, config.costs.profile
-        lines += ["", f'# This scenario (guest.kernel = "{kernel}", costs.profile = "{profile}"):']
+        kernel, profile = KERNELS[config.guest.kernel], profiles()[config.costs.profile]
+        lines.append("")
+        for said in (
+            f'This scenario: guest.kernel = "{kernel.name}", {kernel.summary}.',
+            f'costs.profile = "{profile.name}": {profile.cpu}.',
+        ):
+            lines += textwrap.wrap(said, 94, initial_indent="# ", subsequent_indent="#   ")
         rows = applied(config)
         width = max(len(f"{key} = {value}") for key, value, _ in rows)
         lines += [f"#   {f'{key} = {value}':<{width}}  {source}" for key, value, source in rows]

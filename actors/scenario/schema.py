@@ -33,7 +33,7 @@ from ..designs.registry import find_design, installed_designs
 from ..mm.buddy import Watermarks
 from ..mm.costs import Costs
 from ..mm.kernels import DEFAULT_KERNEL, KERNELS
-from ..mm.profiles import COST_RULES, PROFILES, costs_for, default_profile
+from ..mm.profiles import cost_rules, costs_for, default_profile, profiles
 from .effective import check_hinting, pcp_sizes
 
 DEFAULT_DESIGN = "page_reporting"
@@ -226,7 +226,7 @@ class CostsSection:
     def explain_keys(cls, prefix: str) -> list[str]:
         """The keys of [costs] for pagehint config --explain: the profile, then every cost with
         the default profile's value."""
-        names = ", ".join(f'"{name}"' for name in PROFILES())
+        names = ", ".join(f'"{name}"' for name in profiles())
         lines = [
             f'profile = "{default_profile()}"',
             *(
@@ -239,7 +239,7 @@ class CostsSection:
             ),
         ]
         defaults = costs_for(default_profile())
-        for rule in COST_RULES():
+        for rule in cost_rules():
             value = _duration_text(getattr(defaults, rule.key))
             lines.append(f'{rule.key} = "{value}"  # unset: the profile\'s')
             lines.extend(f"    # {line}" for line in textwrap.wrap(rule.doc, 88))
@@ -327,13 +327,17 @@ def _has_knob(design: type[Policy], key: str) -> bool:
 
 
 def _is_default(design: type[Policy], key: str, value: Any) -> bool:
-    """Whether ``value``, as a knob of ``design``, is that knob's default."""
+    """Whether ``value``, as a knob of ``design``, is that knob's default. A knob the guest
+    kernel decides (``kernel_knobs``, unset by default) has every value of its type as a
+    default: each is what some kernel gives it (earlier versions wrote tail_placement = false)."""
     kind = typing.get_type_hints(design.Config)[key]
     default = attrs.fields_dict(design.Config)[key].default
     try:
-        return bool(CONVERTER.structure(value, kind) == default)
+        structured = CONVERTER.structure(value, kind)
     except Exception:  # a value that does not even structure is no default
         return False
+    kernel_decides = default is None and key in design.kernel_knobs and structured == value
+    return bool(structured == default or kernel_decides)
 
 
 def _unstructure_policy(config: DesignConfig) -> dict[str, Any]:
@@ -376,8 +380,8 @@ def _structure_costs(document: Any, _: Any) -> CostsSection:
         raise ValueError("expected a table: profile and any cost to override")
     problems: dict[str, str] = {}
     profile = document.get("profile", default_profile())
-    if profile not in PROFILES():
-        known = ", ".join(f'"{name}"' for name in PROFILES())
+    if profile not in profiles():
+        known = ", ".join(f'"{name}"' for name in profiles())
         problems["profile"] = f"unknown profile {profile!r}; known profiles: {known}"
     keys = [field.name for field in attrs.fields(Costs)]
     overrides: list[tuple[str, Nanos]] = []
