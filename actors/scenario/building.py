@@ -23,6 +23,7 @@ from ..device import (
 )
 from ..host import Fault, Host, HostedGuest
 from ..mm.buddy import BuddyAllocator
+from ..mm.costs import Costs
 from ..mm.host_memory import GuestBacking
 from ..mm.kernels import KERNELS
 from ..mm.pcp import PerCpuPages
@@ -117,12 +118,13 @@ def make_policy(hinting: Hinting) -> Policy:
 def _build_guest(
     system: ActorSystem,
     scenario: Scenario,
+    costs: Costs,
     hinting: Hinting,
     index: int,
     prefix: str,
     trace: Trace | None,
 ) -> Guest:
-    guest, run, costs = scenario.guest, scenario.run, scenario.costs.resolve()
+    guest, run = scenario.guest, scenario.run
     total = pages(guest.memory)
     allocator = BuddyAllocator(
         total,
@@ -195,10 +197,12 @@ def _build_guest(
 
 def build(system: ActorSystem, scenario: Scenario) -> Machine:
     """Spawn every guest's actors and the host."""
-    trace, hinting = _trace_of(scenario), resolve(scenario)
+    trace, hinting, costs = _trace_of(scenario), resolve(scenario), scenario.costs.resolve()
     count = scenario.host.guests
     guests = [
-        _build_guest(system, scenario, hinting, index, f"g{index}." if count > 1 else "", trace)
+        _build_guest(
+            system, scenario, costs, hinting, index, f"g{index}." if count > 1 else "", trace
+        )
         for index in range(count)
     ]
     hosted = [
@@ -226,7 +230,7 @@ def build(system: ActorSystem, scenario: Scenario) -> Machine:
         Host(
             "host",
             hosted,
-            scenario.costs.resolve(),
+            costs,
             memory_limit_pages=pages(scenario.host.memory),
             lazy_free=scenario.host.discard == "free",
             reclaim_interval_ns=scenario.host.reclaim_interval,

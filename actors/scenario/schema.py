@@ -85,7 +85,7 @@ class GuestSection:
     it governs; a knob set explicitly wins (pagehint config --explain shows which applied)."""
     pcp_batch: int | None = None
     """Per-CPU list refill and drain size (pcp->batch); unset: zone_batchsize(), 63 for guests
-    of 1GiB and more."""
+    of about 700MiB and more."""
     pcp_high: int | None = None
     """Per-CPU list size at which it is drained (pcp->high); unset: the kernel's rule (5.7 and
     5.10: 6 x batch; 5.14: the low watermark split over the vCPUs; 6.12: auto-tuned above
