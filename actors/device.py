@@ -3,7 +3,8 @@
 It owns the guest side of the reporting virtqueue (``protocol/virtqueue.py``, shared with the
 host as the real vring is shared memory): a report becomes one descriptor per block
 (``virtqueue_add_inbuf``), then a kick, which is a VM exit and costs virtual time; the host's
-used-buffer interrupt costs injection time and completes reports. Features are negotiated as
+used-buffer interrupt costs injection time, charged to the vCPU that takes it, and completes
+reports. Features are negotiated as
 ``virtballoon_validate`` does: a guest that poisons freed pages may report only if the host
 offers PAGE_POISON.
 """
@@ -22,6 +23,8 @@ from pagehint.protocol.messages import (
 from pagehint.protocol.units import PAGE_SHIFT
 from pagehint.protocol.virtqueue import QueueFull, VirtQueue
 from pagehint.runtime import Actor, handles
+
+from .cputime import INTERRUPT, CpuTime
 
 VIRTIO_BALLOON_F_PAGE_POISON = 4
 VIRTIO_BALLOON_F_REPORTING = 5
@@ -53,6 +56,7 @@ class BalloonDevice(Actor):
         features: set[int],
         kick_ns: int,
         interrupt_ns: int,
+        interrupt_cpu: CpuTime,
     ) -> None:
         super().__init__(name)
         self.guest = guest
@@ -60,6 +64,7 @@ class BalloonDevice(Actor):
         self.features = features
         self.kick_ns = kick_ns
         self.interrupt_ns = interrupt_ns
+        self.interrupt_cpu = interrupt_cpu  # the vCPU that takes the used-buffer interrupt
         self.counters = DeviceCounters()
         self.host: Actor  # set when the host is built
 
@@ -84,6 +89,7 @@ class BalloonDevice(Actor):
     @handles(UsedInterrupt)
     async def interrupt(self, _: UsedInterrupt) -> None:
         self.counters.interrupts += 1
+        self.interrupt_cpu.charge(INTERRUPT, self.interrupt_ns, self.now_ns)
         await self.sleep_ns(self.interrupt_ns)  # injection and the guest's handler
         while (used := self.queue.get_used()) is not None:
             token, reply_to = _report_of(used[0])

@@ -24,6 +24,7 @@ from pagehint.protocol.units import PAGE_SHIFT
 from pagehint.protocol.virtqueue import VirtQueue
 from pagehint.runtime import Actor, PagehintError, handles
 
+from .cputime import SHOOTDOWN, CpuTime
 from .device import BalloonDevice
 from .mm.buddy import BlockState, BuddyAllocator
 from .mm.costs import Costs
@@ -55,10 +56,13 @@ class HostedGuest:
     device: BalloonDevice
     backing: GuestBacking
     allocator: BuddyAllocator  # only for the invariant check, never for decisions
+    cpus: Sequence[CpuTime] = ()  # its vCPUs' time: a discard that unmaps flushes their TLBs
     poison_value: int = 0
     generation: int = 0  # bumped by a reset: work in progress for an older one is abandoned
     discards: int = 0
     reports: int = 0
+    tlb_flushes: int = 0  # discards that removed guest mappings (kvm_flush_remote_tlbs)
+    shootdowns: int = 0  # vCPUs interrupted by those flushes (those in guest mode)
 
 
 class Host(Actor):
@@ -110,13 +114,25 @@ class Host(Actor):
                     return  # the device was reset meanwhile: these buffers are gone
                 if guest.poison_value == 0:  # QEMU skips the discard for a poison value
                     self._check_isolated(guest, pfn, pages)
-                    guest.backing.discard(pfn, pages, lazy=self.lazy_free)
+                    if guest.backing.discard(pfn, pages, lazy=self.lazy_free):
+                        self._flush_tlbs(guest)
                     guest.discards += 1
                     self.log.debug("discard", guest=guest.name, pfn=pfn, pages=pages)
             guest.queue.push_used(chain.head, 0)
             guest.reports += 1
         if guest.queue.interrupt_needed():
             await guest.device.tell(UsedInterrupt())
+
+    def _flush_tlbs(self, guest: HostedGuest) -> None:
+        """The discard removed guest mappings: the mmu notifier's ``kvm_flush_remote_tlbs``
+        IPIs every vCPU in guest mode (a halted one flushes on its next entry, for nothing),
+        one flush per madvise call, i.e. per report entry. Each pays at its next sleep."""
+        now, cost = self.now_ns, self.costs.shootdown
+        guest.tlb_flushes += 1
+        for cpu in guest.cpus:
+            if cpu.in_guest_mode(now):
+                cpu.charge(SHOOTDOWN, cost, now)
+                guest.shootdowns += 1
 
     def _check_isolated(self, guest: HostedGuest, pfn: int, pages: int) -> None:
         block = guest.allocator.block_at(pfn)

@@ -19,11 +19,12 @@ import attrs
 from pagehint.protocol.messages import ZoneAlloc, ZoneFree
 from pagehint.runtime import Actor
 
+from .cputime import FAULT, IDLE, LOCK_WAIT, WORK, CpuTime
 from .mm.buddy import InvariantViolation
 from .mm.costs import Costs
 from .mm.host_memory import GuestBacking
 from .mm.pcp import Drain, PerCpuPages
-from .workloads import Loop, Map, Op, Think, Unmap, Workload
+from .workloads import Loop, Map, Op, Phase, Think, Unmap, Workload
 from .zone import Zone
 
 VMSTAT_INTERVAL_NS = 1_000_000_000  # sysctl_stat_interval = HZ: vmstat_update once a second
@@ -37,6 +38,19 @@ class VcpuCounters:
     host_first_touches: int = 0
     host_refaults: int = 0
     host_swap_ins: int = 0
+    host_remaps: int = 0  # touches of pages the host had MADV_FREEd (and not yet reclaimed)
+
+
+@attrs.frozen
+class PhaseMark:
+    """Where a phase of a phased workload began on this vCPU, and the counters then."""
+
+    index: int
+    name: str
+    start_ns: int
+    faults: int
+    loops: int
+    cpu: tuple[int, ...]  # the vCPU's time by kind then
 
 
 class VCpu(Actor):
@@ -61,15 +75,25 @@ class VCpu(Actor):
         self.regions: dict[int, tuple[int, list[int]]] = {}  # region -> (order, pfns)
         self.counters = VcpuCounters()
         self.mapped_pages = 0
+        self.cpu = CpuTime()  # where this vCPU's time goes; other actors charge it too
+        self.phases: list[PhaseMark] = []
         self._lock_release_ns = 0  # until then this vCPU still holds the zone lock
+        self._hold_kind = FAULT  # what that hold was for
 
     def check_ledger(self) -> None:
-        """Between operations every page the zone lent this vCPU is mapped or on its pcp list."""
+        """Between operations every page the zone lent this vCPU is mapped or on its pcp list,
+        and its time by kind sums to the time elapsed."""
         lent = self.zone.held_by.get(self.name, 0)
         if lent != self.pcp.count + self.mapped_pages:
             raise InvariantViolation(
                 f"{self.name}: the zone lent {lent} pages but {self.pcp.count} are on the pcp "
                 f"lists and {self.mapped_pages} mapped"
+            )
+        accounted = sum(self.cpu.totals)
+        if accounted != self.now_ns:
+            raise InvariantViolation(
+                f"{self.name}: its time by kind sums to {accounted} ns, not the {self.now_ns} ns "
+                "elapsed"
             )
 
     async def run(self) -> None:
@@ -80,38 +104,59 @@ class VCpu(Actor):
             elif type(op) is Unmap:
                 await self._unmap(op.region)
             elif type(op) is Think:
-                await self._think(op.duration_ns)
+                await self._think(op.duration_ns, op.idle)
             elif type(op) is Loop:
                 self.counters.loops += 1
+            elif type(op) is Phase:
+                counters = self.counters
+                now, totals = self.now_ns, tuple(self.cpu.totals)
+                mark = PhaseMark(op.index, op.name, now, counters.faults, counters.loops, totals)
+                self.phases.append(mark)
+                self.log.info("phase", index=op.index, name=op.name)
             if self._next_vmstat_ns is not None and self.now_ns >= self._next_vmstat_ns:
                 await self._vmstat()
             self.check_ledger()
             op = self.workload.send(self.now_ns)
 
     # -- zone requests and time -----------------------------------------------------------
-    async def _spend(self, duration_ns: int) -> None:
-        """Spend ``duration_ns`` of work, after the rest of any zone-lock hold."""
-        clock = self.clock
-        await clock.sleep_until_ns(max(clock.now_ns(), self._lock_release_ns) + duration_ns)
+    async def _spend(self, duration_ns: int, kind: int) -> None:
+        """Spend ``duration_ns`` of ``kind`` (an index of ``cputime.KINDS``), after the rest of
+        any zone-lock hold and what other actors charged this vCPU meanwhile."""
+        clock, cpu = self.clock, self.cpu
+        now = clock.now_ns()
+        hold = self._lock_release_ns - now
+        if kind == IDLE:
+            held = ((self._hold_kind, hold),) if hold > 0 else ()
+            await clock.sleep_until_ns(cpu.plan_idle(now, held, duration_ns))
+            cpu.woke()
+        elif hold > 0:
+            await clock.sleep_until_ns(
+                cpu.plan(now, ((self._hold_kind, hold), (kind, duration_ns)))
+            )
+        else:
+            await clock.sleep_until_ns(cpu.plan(now, ((kind, duration_ns),)))
 
-    async def _think(self, duration_ns: int) -> None:
-        """Compute for ``duration_ns``; vmstat's work runs when it falls due meanwhile."""
+    async def _think(self, duration_ns: int, idle: bool) -> None:
+        """Compute (or, ``idle``, halt) for ``duration_ns``; vmstat's work runs when it falls
+        due meanwhile."""
+        kind = IDLE if idle else WORK
         end = max(self.clock.now_ns(), self._lock_release_ns) + duration_ns
         while self._next_vmstat_ns is not None and self._next_vmstat_ns < end:
-            await self.clock.sleep_until_ns(max(self._next_vmstat_ns, self.now_ns))
+            due = max(self._next_vmstat_ns, self.now_ns)
+            await self._spend(max(0, due - max(self.now_ns, self._lock_release_ns)), kind)
             await self._vmstat()
-        await self._spend(max(0, end - max(self.now_ns, self._lock_release_ns)))
+        await self._spend(max(0, end - max(self.now_ns, self._lock_release_ns)), kind)
 
     async def _vmstat(self) -> None:
         """``refresh_cpu_vm_stats``' ``decay_pcp_high`` on this CPU, and its drain."""
         assert self._next_vmstat_ns is not None
         while self._next_vmstat_ns <= self.now_ns:
             self._next_vmstat_ns += VMSTAT_INTERVAL_NS
-        await self._give_back(self.pcp.decay())
+        await self._give_back(self.pcp.decay(), FAULT)
 
-    async def _give_back(self, drains: list[Drain]) -> None:
+    async def _give_back(self, drains: list[Drain], kind: int) -> None:
         for order, pfns in drains:
-            await self._zone_free(order, pfns)
+            await self._zone_free(order, pfns, kind)
 
     def _zone_below_high(self) -> bool:
         """``ZONE_BELOW_HIGH``, as the free pages stand now (Linux sets the flag when an
@@ -119,22 +164,33 @@ class VCpu(Actor):
         allocator = self.zone.allocator
         return allocator.free_pages < allocator.watermarks.high
 
-    async def _zone_alloc(self, order: int, count: int) -> tuple[int, ...]:
-        await self._finish_hold()
+    async def _zone_alloc(self, order: int, count: int, kind: int) -> tuple[int, ...]:
+        now = await self._finish_hold()
         pfns: tuple[int, ...]
-        request = ZoneAlloc(self.name, order, count, self.now_ns)
-        pfns, self._lock_release_ns = await self.zone.request(request)
+        pfns, release = await self.zone.request(ZoneAlloc(self.name, order, count, now))
+        self._acquired(now, release, kind)
         return pfns
 
-    async def _zone_free(self, order: int, pfns: list[int]) -> None:
-        await self._finish_hold()
-        request = ZoneFree(self.name, order, tuple(pfns), self.now_ns)
-        _, self._lock_release_ns = await self.zone.request(request)
+    async def _zone_free(self, order: int, pfns: list[int], kind: int) -> None:
+        now = await self._finish_hold()
+        _, release = await self.zone.request(ZoneFree(self.name, order, tuple(pfns), now))
+        self._acquired(now, release, kind)
 
-    async def _finish_hold(self) -> None:
-        """Before another zone request: a vCPU cannot queue for the lock while it holds it."""
+    async def _finish_hold(self) -> int:
+        """Before another zone request: a vCPU cannot queue for the lock while it holds it.
+        Returns the time the vCPU starts spinning for the lock."""
         if self._lock_release_ns > self.now_ns:
-            await self.clock.sleep_until_ns(self._lock_release_ns)
+            await self._spend(0, self._hold_kind)
+        now = self.now_ns
+        self.cpu.waiting_since = now
+        return now
+
+    def _acquired(self, since: int, release: int, kind: int) -> None:
+        """The lock is ours, held for ``kind`` until ``release``: the spin was lock wait."""
+        cpu = self.cpu
+        cpu.totals[LOCK_WAIT] += self.now_ns - since
+        cpu.waiting_since = None
+        self._lock_release_ns, self._hold_kind = release, kind
 
     # -- operations ----------------------------------------------------------------------
     async def _map(self, op: Map) -> None:
@@ -149,7 +205,8 @@ class VCpu(Actor):
     async def _refill(self, order: int) -> bool:
         """Refill the empty list of ``order`` from the zone; False: the zone had nothing."""
         pcp = self.pcp
-        refill = await self._zone_alloc(order, pcp.refill_size(order, self._zone_below_high()))
+        wanted = pcp.refill_size(order, self._zone_below_high())
+        refill = await self._zone_alloc(order, wanted, FAULT)
         pcp.add(order, refill)
         return bool(refill)
 
@@ -169,7 +226,7 @@ class VCpu(Actor):
             host_ns = self._host_faults(*self.backing.touch_pages(chunk))
             counters.faults += take
             needed -= take
-            await self._spend(take * per_page + host_ns)
+            await self._spend(take * per_page + host_ns, FAULT)
 
     async def _fault_large_blocks(self, op: Map, mapped: list[int]) -> None:
         counters, costs, pcp = self.counters, self.costs, self.pcp
@@ -182,7 +239,7 @@ class VCpu(Actor):
                     return
                 got: tuple[int, ...] | list[int] = pcp.take(op.order, 1)
             else:
-                got = await self._zone_alloc(op.order, 1)
+                got = await self._zone_alloc(op.order, 1, FAULT)
                 if not got:
                     await self._out_of_memory(op)
                     return
@@ -190,15 +247,17 @@ class VCpu(Actor):
             self.mapped_pages += block_pages
             host_ns = self._host_faults(*self.backing.touch(got[0], block_pages))
             counters.faults += block_pages
-            await self._spend(costs.touch_ns(op.order, op.copy) + host_ns)
+            await self._spend(costs.touch_ns(op.order, op.copy) + host_ns, FAULT)
 
-    def _host_faults(self, first: int, refaults: int, swap_ins: int) -> int:
+    def _host_faults(self, first: int, refaults: int, swap_ins: int, remaps: int) -> int:
         """Count what the host had to do for a touch, and return its cost to this vCPU."""
         counters, costs = self.counters, self.costs
         counters.host_first_touches += first
         counters.host_refaults += refaults
         counters.host_swap_ins += swap_ins
-        return costs.host_fault_ns(first + refaults) + swap_ins * costs.swap_in_4k
+        counters.host_remaps += remaps
+        cost = costs.host_fault_ns(first + refaults) + swap_ins * costs.swap_in_4k
+        return cost + costs.host_remap_ns(remaps) if remaps else cost
 
     async def _unmap(self, region: int) -> None:
         entry = self.regions.pop(region, None)
@@ -212,10 +271,10 @@ class VCpu(Actor):
         for pfn in pfns:
             self.mapped_pages -= 1 << order
             if pcp.holds(order):
-                await self._give_back(pcp.free(order, [pfn], self._zone_below_high()))
+                await self._give_back(pcp.free(order, [pfn], self._zone_below_high()), WORK)
             else:
-                await self._zone_free(order, [pfn])
-            await self._spend(cost)
+                await self._zone_free(order, [pfn], WORK)
+            await self._spend(cost, WORK)
 
     async def _free_small_pages(self, pfns: list[int]) -> None:
         """Free to the per-CPU list a batch at a time, with the drains the frees bring."""
@@ -224,8 +283,8 @@ class VCpu(Actor):
         for start in range(0, len(pfns), batch):
             chunk = pfns[start : start + batch]
             self.mapped_pages -= len(chunk)
-            await self._give_back(pcp.free(0, chunk, self._zone_below_high()))
-            await self._spend(len(chunk) * per_page)
+            await self._give_back(pcp.free(0, chunk, self._zone_below_high()), WORK)
+            await self._spend(len(chunk) * per_page, WORK)
 
     async def _out_of_memory(self, op: Map) -> None:
         """The fault cannot be served: the OOM killer takes the task and its mapping goes."""

@@ -6,6 +6,13 @@ them to the virtio device without allocating per hint (unless the design does), 
 them back when the host has used them. When a poll cannot fill a report, or its budget of polls
 is spent, the pass ends and the worker sleeps until re-armed. Every wake-up, poll and sleep is a
 log line, so polling behaviour under load can be counted.
+
+Its CPU work runs on a vCPU and is charged to it (``CpuTime.charge``, kind hinting): the zone
+requests (spinning and holding), building and adding the report's descriptors, the kick's exit,
+the scratch allocations of designs that allocate, and the putback. That is the vCPU whose free
+queued the work (the system workqueue runs delayed work on the queuing CPU), or
+``guest.hinting_vcpu``; a design that hints inline (``Policy.runs_inline``) always runs on the
+freeing vCPU. Waiting for the host (and the design's delay) is not CPU time.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from pagehint.protocol.messages import (
 )
 from pagehint.runtime import Actor, handles
 
+from .cputime import HINTING, CpuTime
 from .designs import Batch, Policy
 from .mm.buddy import BuddyAllocator
+from .mm.costs import Costs
 from .zone import Zone
 
 
@@ -59,13 +68,27 @@ class _InFlight:
 
 class HintingWorker(Actor):
     def __init__(
-        self, name: str, zone: Zone, device: Actor, policy: Policy, poll_budget: int
+        self,
+        name: str,
+        zone: Zone,
+        device: Actor,
+        policy: Policy,
+        poll_budget: int,
+        *,
+        cpus: dict[str, CpuTime],
+        costs: Costs,
+        pinned: str | None = None,
     ) -> None:
         super().__init__(name)
         self.zone = zone
         self.device = device
         self.policy = policy
         self.poll_budget = poll_budget
+        self.cpus = cpus  # by vCPU name: where the work can run
+        self.costs = costs
+        self._pinned = None if pinned is None or policy.runs_inline else cpus[pinned]
+        self._queued_on = next(iter(cpus.values()))  # the boot CPU registered the driver
+        self._cpu = self._queued_on
         self.counters = WorkerCounters()
         self.in_flight: dict[int, _InFlight] = {}
         self._next_token = 0
@@ -78,6 +101,7 @@ class HintingWorker(Actor):
     def _on_free(self, pfn: int, order: int, requester: str) -> None:
         # Runs inside the zone's handler, under the lock, on the freeing path: record only.
         if self.policy.on_free(pfn, order, requester):
+            self._queued_on = self.cpus.get(requester, self._queued_on)
             self.try_tell(WakeWorker())
 
     @handles(WakeWorker)
@@ -98,11 +122,25 @@ class HintingWorker(Actor):
             await self._wake.wait()
         self._wake_requested = False
         self._wake = trio.Event()
+        self._cpu = self._pinned or self._queued_on
         self.counters.wakeups += 1
         self.log.info("worker_wake", in_flight=len(self.in_flight))
 
+    def _ran(self, since: int) -> None:
+        """The worker ran on its vCPU from ``since`` until now."""
+        self._cpu.charge(HINTING, self.now_ns - since, since)
+
     async def _zone_work(self, work: Callable[[BuddyAllocator], tuple[Any, int]]) -> Any:
-        return await self.zone.ask(ZoneWork(self.name, work, self.now_ns))
+        since = self.now_ns
+        result = await self.zone.ask(ZoneWork(self.name, work, since))
+        self._ran(since)
+        return result
+
+    async def _zone_ask(self, request: ZoneAlloc | ZoneFree) -> Any:
+        since = self.now_ns
+        result = await self.zone.ask(request)
+        self._ran(since)
+        return result
 
     async def _pass(self) -> None:
         policy, counters = self.policy, self.counters
@@ -133,16 +171,24 @@ class HintingWorker(Actor):
         policy, counters = self.policy, self.counters
         flight = self.in_flight[token]
         if policy.allocations_per_report:
-            flight.scratch = await self.zone.ask(
+            flight.scratch = await self._zone_ask(
                 ZoneAlloc(self.name, 0, policy.allocations_per_report, self.now_ns)
             )
+        per_entry = self.costs.report_per_entry + (
+            self.costs.sort_per_entry if policy.sorts_reports else 0
+        )
+        since = self.now_ns
+        await self.sleep_ns(len(batch.blocks) * per_entry)
         while True:
             # Armed before asking: a completion while the device answers "full" must count.
             self._completion = completion = trio.Event()
             if await self.device.ask(SubmitReport(batch.blocks, token, self)):
                 break
+            self._ran(since)
             counters.queue_full += 1
-            await completion.wait()
+            await completion.wait()  # not CPU time: the worker sleeps until the host answers
+            since = self.now_ns
+        self._ran(since)  # the descriptors and the kick's exit
         counters.batches += 1
         counters.fill_total += policy.fill_ratio(batch)
         counters.blocks += len(batch.blocks)
@@ -183,7 +229,7 @@ class HintingWorker(Actor):
         flight = self.in_flight[message.token]
         await self._zone_work(lambda allocator: self._drain(allocator, message))
         if flight.scratch:
-            await self.zone.ask(ZoneFree(self.name, 0, flight.scratch, self.now_ns))
+            await self._zone_ask(ZoneFree(self.name, 0, flight.scratch, self.now_ns))
         if message.acked:
             self.counters.acked += 1
         else:

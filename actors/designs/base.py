@@ -95,6 +95,8 @@ class Policy:
     synchronous: ClassVar[bool] = True  # wait for the host's ack before the next report
     allocations_per_report: ClassVar[int] = 0  # pages allocated (and freed) per report
     kernel_knobs: ClassVar[tuple[str, ...]] = ()  # own knobs whose unset value the kernel sets
+    runs_inline: ClassVar[bool] = False  # hints on the freeing CPU, not in a worker it queues
+    sorts_reports: ClassVar[bool] = False  # sorts each report's entries (charged per entry)
 
     @classmethod
     def kernel_defaults(cls, config: Any, kernel: KernelProfile) -> Any:

@@ -33,6 +33,8 @@ class PercpuCapturePolicy(Policy):
     returns_memory = True
     synchronous = False
     allocations_per_report = 2  # "2 allocations that have to occur every time we provide a hint"
+    runs_inline = True  # v9 captures and hints from free_one_page/free_pcppages_bulk
+    sorts_reports = True  # the captured array is sorted before it is hinted
 
     def __init__(self, limits: Limits, config: PercpuCaptureConfig) -> None:
         super().__init__(limits, config)

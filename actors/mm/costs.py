@@ -34,6 +34,10 @@ class Costs:
     madvise_call: Nanos
     dontneed_4k: Nanos
     free_4k: Nanos
+    host_remap_4k: Nanos
+    shootdown: Nanos
+    report_per_entry: Nanos
+    sort_per_entry: Nanos
 
     def discard_ns(self, pages: int, lazy: bool) -> int:
         """Host cost of discarding a range of ``pages`` pages (one madvise call)."""
@@ -55,3 +59,9 @@ class Costs:
         """Host cost of backing ``pages`` guest pages (huge pages where the range allows)."""
         huge, small = divmod(pages, 512)
         return huge * self.host_fault_2m + small * self.host_fault_4k
+
+    def host_remap_ns(self, pages: int) -> int:
+        """Host cost of mapping back ``pages`` pages it still backs: an exit per 4 KiB page,
+        or per 2 MiB where the range allows (simplified as ``host_fault_ns`` is)."""
+        huge, small = divmod(pages, 512)
+        return (huge + small) * self.host_remap_4k

@@ -59,6 +59,9 @@ def _byte_mask(byte: int, start: int, end: int) -> int:
     return ((1 << (high - low)) - 1) << low
 
 
+Touches = tuple[int, int, int, int]  # first touches, refaults, swap-ins, remaps
+
+
 class GuestBacking:
     """Backed and discarded guest pages, with RSS and fault counts."""
 
@@ -111,10 +114,13 @@ class GuestBacking:
         _fill(self._backed, 0, self.total_pages, True)
         self.rss_pages = self.total_pages
 
-    def touch(self, pfn: int, count: int = 1) -> tuple[int, int, int]:
-        """The guest writes pages [pfn, pfn+count): (first touches, refaults, swap-ins)."""
+    def touch(self, pfn: int, count: int = 1) -> Touches:
+        """The guest writes pages [pfn, pfn+count): (first touches, refaults, swap-ins,
+        remaps: pages the host had MADV_FREEd and reclaim had not taken, still backed but
+        unmapped from the guest, so each touch is an EPT-violation exit)."""
         self._check(pfn, count)
         end = pfn + count
+        cancelled = 0
         if self.lazy_pages:  # a write cancels a lazy free that reclaim has not taken yet
             cancelled = _count_bits(self._lazy, pfn, end)
             if cancelled:
@@ -122,7 +128,7 @@ class GuestBacking:
                 self.lazy_pages -= cancelled
         already = _count_bits(self._backed, pfn, end)
         if already == count:
-            return 0, 0, 0
+            return 0, 0, 0, cancelled
         refaulted = _count_bits(self._discarded, pfn, end)
         swapped = _count_bits(self._swapped, pfn, end) if self.swapped_pages else 0
         new = count - already
@@ -131,18 +137,19 @@ class GuestBacking:
             _fill(self._discarded, pfn, end, False)
         if swapped:
             _fill(self._swapped, pfn, end, False)
-        return self._count_touches(new - refaulted - swapped, refaulted, swapped)
+        return self._count_touches(new - refaulted - swapped, refaulted, swapped, cancelled)
 
-    def touch_pages(self, pfns: Iterable[int]) -> tuple[int, int, int]:
-        """Touch single pages (an order-0 fault each): (first touches, refaults, swap-ins)."""
+    def touch_pages(self, pfns: Iterable[int]) -> Touches:
+        """Touch single pages (an order-0 fault each), counted as ``touch`` counts them."""
         backed, discarded, swapped, lazy = self._backed, self._discarded, self._swapped, self._lazy
-        first = refaults = swap_ins = 0
+        first = refaults = swap_ins = remaps = 0
         for pfn in pfns:
             byte, bit = pfn >> 3, 1 << (pfn & 7)
             if backed[byte] & bit:
                 if self.lazy_pages and lazy[byte] & bit:
                     lazy[byte] &= ~bit & 0xFF
                     self.lazy_pages -= 1
+                    remaps += 1
                 continue
             backed[byte] |= bit
             if discarded[byte] & bit:
@@ -153,33 +160,37 @@ class GuestBacking:
                 swap_ins += 1
             else:
                 first += 1
-        return self._count_touches(first, refaults, swap_ins)
+        return self._count_touches(first, refaults, swap_ins, remaps)
 
-    def _count_touches(self, first: int, refaults: int, swap_ins: int) -> tuple[int, int, int]:
+    def _count_touches(self, first: int, refaults: int, swap_ins: int, remaps: int) -> Touches:
         self.rss_pages += first + refaults + swap_ins
         self.first_touches += first
         self.refaults += refaults
         self.swap_ins += swap_ins
         self.swapped_pages -= swap_ins
-        return first, refaults, swap_ins
+        return first, refaults, swap_ins, remaps
 
     def discard(self, pfn: int, count: int, *, lazy: bool = False) -> int:
-        """The host drops pages [pfn, pfn+count): returns pages freed.
+        """The host drops pages [pfn, pfn+count): returns the pages whose mapping into the
+        guest it removed (what makes KVM flush the guest's TLBs; 0: nothing was mapped).
 
         ``MADV_DONTNEED`` (the default) frees them at once; swapped-out pages in the range lose
-        their swap slots too. ``lazy`` is ``MADV_FREE``: the pages stay in RSS, marked free, until
-        reclaim takes them (first, and without swapping) or a guest write cancels it; returns 0.
+        their swap slots too. ``lazy`` is ``MADV_FREE``: the pages stay in RSS, marked free,
+        until reclaim takes them (first, and without swapping) or a guest write cancels it; the
+        mmu notifier still unmaps them from the guest (``madvise_free_single_vma``).
         """
         self._check(pfn, count)
         end = pfn + count
         if lazy:
             if not self._lazy:
                 self._lazy = bytearray(len(self._backed))
+            unmapped = 0
             for byte in range(pfn >> 3, ((end - 1) >> 3) + 1):
                 mask = _byte_mask(byte, pfn, end) & self._backed[byte] & ~self._lazy[byte]
                 self._lazy[byte] |= mask
-                self.lazy_pages += mask.bit_count()
-            return 0
+                unmapped += mask.bit_count()
+            self.lazy_pages += unmapped
+            return unmapped
         if self.swapped_pages:
             swapped = _count_bits(self._swapped, pfn, end)
             if swapped:

@@ -39,15 +39,30 @@ from .schema import (
     Memhog,
     PageFault1,
     PageFault2,
+    Phases,
     Scenario,
-    TraceReplay,
+    SingleWorkload,
 )
 
 
-def _workload_for(
-    scenario: Scenario, guest_index: int, index: int, shares: list[list[TraceEvent]] | None
-) -> workloads.Workload:
+def _workload_for(scenario: Scenario, guest_index: int, cpu: int) -> workloads.Workload:
+    """What vCPU ``cpu`` of guest ``guest_index`` runs: its workload, or its phases, then idle."""
     workload = scenario.workload
+    if not isinstance(workload, Phases):
+        return workloads.then_idle(_single(workload, scenario, guest_index, cpu))
+    phases: list[tuple[str, workloads.Workload, int]] = []
+    for phase in workload.phases:
+        if phase.tasks is None or cpu < phase.tasks:
+            steps = _single(phase.workload, scenario, guest_index, cpu)
+        else:  # no task here: idle through the phase, or skip one that has no duration
+            steps = workloads.idle() if phase.duration else workloads.nothing()
+        phases.append((phase.workload.name, steps, phase.duration))
+    return workloads.phased(phases)
+
+
+def _single(
+    workload: SingleWorkload, scenario: Scenario, guest_index: int, cpu: int
+) -> workloads.Workload:
     if isinstance(workload, PageFault1):
         return workloads.page_fault1(pages(workload.mapping), workload.thp)
     if isinstance(workload, PageFault2):
@@ -58,15 +73,31 @@ def _workload_for(
         return workloads.idle()
     if isinstance(workload, Churn):
         return workloads.churn(
-            stream_for(scenario.run.seed, "workload", guest_index, index),
+            stream_for(scenario.run.seed, "workload", guest_index, cpu),
             mean_pages=max(1, pages(workload.mean_size)),
             mean_lifetime_ns=max(1, workload.mean_lifetime),
             max_live_pages=max(1, pages(workload.max_live)),
             thp_fraction=workload.thp_fraction,
             think_ns=workload.mean_think,
         )
-    assert isinstance(workload, TraceReplay) and shares is not None
-    return workloads.replay(shares[index], read_trace(workload.path).start_ns, workload.time_scale)
+    trace = read_trace(workload.path)
+    share = _trace_shares(workload.path, scenario.guest.vcpus)[cpu]
+    return workloads.replay(share, trace.start_ns, workload.time_scale)
+
+
+@functools.lru_cache(maxsize=4)
+def _trace_shares(path: str, vcpus: int) -> list[list[TraceEvent]]:
+    return workloads.split_by_cpu(read_trace(path).events, vcpus)
+
+
+def start_delay(scenario: Scenario, costs: Costs, guest_index: int, cpu: int) -> int:
+    """How late vCPU ``cpu`` of guest ``guest_index`` starts: the guest's stagger, plus a seeded
+    jitter, uniform in [0, guest.start_jitter) (unset: one 4 KiB fault's time)."""
+    set_jitter = scenario.guest.start_jitter
+    jitter = costs.fault_4k + costs.zero_4k if set_jitter is None else int(set_jitter)
+    stream = stream_for(scenario.run.seed, "start", guest_index, cpu)
+    offset = stream.randrange(jitter) if jitter else 0
+    return guest_index * scenario.host.stagger + offset
 
 
 @functools.lru_cache(maxsize=4)
@@ -81,11 +112,6 @@ def read_trace(path: str) -> Trace:
         ) from None
     except TraceError as error:
         raise ConfigError("workload.path", [str(error)]) from None
-
-
-def _trace_of(scenario: Scenario) -> Trace | None:
-    workload = scenario.workload
-    return read_trace(workload.path) if isinstance(workload, TraceReplay) else None
 
 
 @attrs.define
@@ -122,7 +148,6 @@ def _build_guest(
     hinting: Hinting,
     index: int,
     prefix: str,
-    trace: Trace | None,
 ) -> Guest:
     guest, run = scenario.guest, scenario.run
     total = pages(guest.memory)
@@ -142,7 +167,6 @@ def _build_guest(
         backing.touch(pfn, 1 << boot_order)
     kernel, sizes = KERNELS[guest.kernel], pcp_sizes(scenario)
     pcp_orders = kernel.pcp_orders(guest.pageblock_order)
-    shares = workloads.split_by_cpu(trace.events, guest.vcpus) if trace is not None else None
     vcpus = [
         system.spawn(
             VCpu(
@@ -150,7 +174,8 @@ def _build_guest(
                 zone,
                 backing,
                 workloads.delayed(
-                    _workload_for(scenario, index, cpu, shares), index * scenario.host.stagger
+                    _workload_for(scenario, index, cpu),
+                    start_delay(scenario, costs, index, cpu),
                 ),
                 costs,
                 PerCpuPages(kernel.pcp_rules, sizes, pcp_orders),
@@ -169,13 +194,24 @@ def _build_guest(
             negotiate(host_features, guest.page_poison),
             costs.kick,
             costs.interrupt,
+            vcpus[guest.interrupt_vcpu].cpu,
         )
     )
     policy = make_policy(hinting)
     worker = None
     if hinting.hints and device.reporting:
+        pinned = None if guest.hinting_vcpu is None else vcpus[guest.hinting_vcpu].name
         worker = system.spawn(
-            HintingWorker(f"{prefix}worker", zone, device, policy, scenario.policy.poll_budget)
+            HintingWorker(
+                f"{prefix}worker",
+                zone,
+                device,
+                policy,
+                scenario.policy.poll_budget,
+                cpus={vcpu.name: vcpu.cpu for vcpu in vcpus},
+                costs=costs,
+                pinned=pinned,
+            )
         )
         if policy.on_register():  # e.g. page_reporting_register() requests a first pass
             worker.try_tell(WakeWorker())
@@ -197,12 +233,10 @@ def _build_guest(
 
 def build(system: ActorSystem, scenario: Scenario) -> Machine:
     """Spawn every guest's actors and the host."""
-    trace, hinting, costs = _trace_of(scenario), resolve(scenario), scenario.costs.resolve()
+    hinting, costs = resolve(scenario), scenario.costs.resolve()
     count = scenario.host.guests
     guests = [
-        _build_guest(
-            system, scenario, costs, hinting, index, f"g{index}." if count > 1 else "", trace
-        )
+        _build_guest(system, scenario, costs, hinting, index, f"g{index}." if count > 1 else "")
         for index in range(count)
     ]
     hosted = [
@@ -212,6 +246,7 @@ def build(system: ActorSystem, scenario: Scenario) -> Machine:
             guest.device,
             guest.backing,
             guest.zone.allocator,
+            cpus=[vcpu.cpu for vcpu in guest.vcpus],
             poison_value=scenario.guest.poison_value if scenario.guest.page_poison else 0,
         )
         for guest in guests

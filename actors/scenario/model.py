@@ -27,7 +27,13 @@ from ..mm.profiles import profiles
 from .building import build, read_trace
 from .effective import applied
 from .outcomes import format_metric, headline, summarise, summary_table
-from .schema import CONVERTER, Scenario, TraceReplay, check_scenario
+from .schema import CONVERTER, Phases, Scenario, TraceReplay, check_scenario
+
+
+def _with_trace_resolved(workload: TraceReplay, base: Path) -> TraceReplay:
+    path = str((base / workload.path).resolve())
+    read_trace(path)
+    return attrs.evolve(workload, path=path)
 
 
 class GuestModel:
@@ -48,13 +54,22 @@ class GuestModel:
         problems = check_scenario(scenario)
         if problems:
             raise ConfigError(source, problems)
+        # A trace's path is relative to the scenario file, resolved now so config.toml re-runs
+        # anywhere; a bad trace is bad input, reported before the run starts.
+        base = Path(source).parent if source.endswith(".toml") else Path.cwd()
         workload = scenario.workload
         if isinstance(workload, TraceReplay):
-            # Relative to the scenario file, and resolved now so config.toml re-runs anywhere.
-            base = Path(source).parent if source.endswith(".toml") else Path.cwd()
-            path = str((base / workload.path).resolve())
-            scenario = attrs.evolve(scenario, workload=attrs.evolve(workload, path=path))
-            read_trace(path)  # a bad trace is bad input: report it before the run starts
+            workload = _with_trace_resolved(workload, base)
+        elif isinstance(workload, Phases):
+            phases = tuple(
+                attrs.evolve(phase, workload=_with_trace_resolved(phase.workload, base))
+                if isinstance(phase.workload, TraceReplay)
+                else phase
+                for phase in workload.phases
+            )
+            workload = attrs.evolve(workload, phases=phases)
+        if workload is not scenario.workload:
+            scenario = attrs.evolve(scenario, workload=workload)
         return scenario
 
     def explain(self, config: Scenario) -> list[str]:

@@ -15,8 +15,12 @@ from rich.table import Table
 from pagehint.protocol.units import PAGE_SIZE, format_duration, format_size
 from pagehint.runtime import NS_PER_S, Histogram, TimeSeries
 
+from ..cputime import KINDS
+from ..workloads import PHASES_DONE
+
 if TYPE_CHECKING:
     from ..host import Host
+    from ..vcpu import VCpu
     from .building import Guest, Machine
 
 RETURN_LEVELS = ("50", "90", "99")
@@ -46,9 +50,24 @@ ABOUT = {
     "virtio": "kicks (VM exits), interrupts, reports submitted, device resets",
     "host": (
         "discards (ranges), refaults (touches of discarded pages), swap_ins, swapped_bytes, "
-        "rss_bytes_end, rss_bytes_peak, first_touches"
+        "rss_bytes_end, rss_bytes_peak, first_touches, remaps (touches of pages MADV_FREEd but "
+        "not reclaimed), tlb_flushes (discards that removed guest mappings), shootdowns (vCPUs "
+        "in guest mode those flushes interrupted)"
     ),
     "workload": "faults, faults_per_s_per_vcpu (will-it-scale's figure), loops, oom_kills",
+    "cpu_time_ns": (
+        "where the vCPUs' time went, ns, for the guest and per vCPU; the kinds of each vCPU sum "
+        "to the time simulated: work (the workload's computation and munmap), fault (page "
+        "faults with their zone-lock holds and the host's side, per-CPU list drains), lock_wait "
+        "(spinning for the zone lock), hinting (the hinting worker's or an inline design's CPU "
+        "work), shootdown (TLB flushes host discards forced on vCPUs in guest mode), interrupt "
+        "(used-buffer interrupts), idle (halted)"
+    ),
+    "hinting_cpu_ns": "guest CPU time spent on hinting, ns (cpu_time_ns.guest.hinting)",
+    "phases": (
+        "a phased workload's phases in order: vcpus that ran each, vcpu_s (vCPU-seconds spent in "
+        "it), faults, faults_per_s_per_vcpu (faults per vCPU-second), loops, cpu_time_ns"
+    ),
     "zone": "zone-lock detail: requests, utilisation, hold and queue depth, failed allocations",
     "guests": "per-guest summaries when the host holds several guests",
     "invariant_violations": "0 in any completed run: a violation fails the run (exit 1)",
@@ -130,7 +149,10 @@ def summarise_guests(
     polls = sum(worker.counters.polls for worker in workers)
     batches = sum(worker.counters.batches for worker in workers)
     backings = [guest.backing for guest in guests]
-    return {
+    hosted = [host.guests[guest.device.guest] for guest in guests]
+    per_vcpu = {vcpu.name: vcpu.cpu.by_kind(elapsed_ns) for vcpu in vcpus}
+    guest_time = {kind: sum(times[kind] for times in per_vcpu.values()) for kind in KINDS}
+    summary = {
         "virtual_s": seconds,
         "policy": policy,
         "memory_returned_bytes": sum(b.discarded_pages for b in backings) * PAGE_SIZE,
@@ -163,7 +185,7 @@ def summarise_guests(
             "resets": sum(g.device.counters.resets for g in guests),
         },
         "host": {
-            "discards": sum(host.guests[guest.device.guest].discards for guest in guests),
+            "discards": sum(guest.discards for guest in hosted),
             "refaults": sum(b.refaults for b in backings),
             "first_touches": sum(b.first_touches for b in backings),
             "swap_ins": sum(b.swap_ins for b in backings),
@@ -171,6 +193,9 @@ def summarise_guests(
             "lazy_free_bytes": sum(b.lazy_pages for b in backings) * PAGE_SIZE,
             "rss_bytes_end": sum(b.rss_pages for b in backings) * PAGE_SIZE,
             "rss_bytes_peak": int(max((value for _, value in rss), default=0)) * PAGE_SIZE,
+            "remaps": sum(vcpu.counters.host_remaps for vcpu in vcpus),
+            "tlb_flushes": sum(guest.tlb_flushes for guest in hosted),
+            "shootdowns": sum(guest.shootdowns for guest in hosted),
         },
         "workload": {
             "name": workload,
@@ -190,8 +215,52 @@ def summarise_guests(
             "failed_allocations": sum(zone.failed_allocations for zone in zones),
             "free_bytes_end": sum(zone.allocator.free_pages for zone in zones) * PAGE_SIZE,
         },
+        "cpu_time_ns": {"guest": guest_time, "vcpus": per_vcpu},
+        "hinting_cpu_ns": guest_time["hinting"],
         "invariant_violations": 0,
     }
+    if any(vcpu.phases for vcpu in vcpus):
+        summary["phases"] = phase_figures(vcpus, elapsed_ns)
+    return summary
+
+
+def phase_figures(vcpus: Sequence[VCpu], elapsed_ns: int) -> list[dict[str, Any]]:
+    """Each phase's figures over the vCPUs that ran it: the span from its mark to the next
+    (or the run's end) on each vCPU."""
+    phases: dict[int, dict[str, Any]] = {}
+    for vcpu in vcpus:
+        marks = vcpu.phases
+        now = (elapsed_ns, vcpu.counters.faults, vcpu.counters.loops)
+        ends = [(m.start_ns, m.faults, m.loops, m.cpu) for m in marks[1:]]
+        ends.append((*now, tuple(vcpu.cpu.settled(elapsed_ns))))
+        for mark, (end_ns, faults, loops, cpu) in zip(marks, ends, strict=True):
+            if mark.name == PHASES_DONE:
+                continue
+            phase = phases.setdefault(
+                mark.index,
+                {
+                    "name": mark.name,
+                    "vcpus": 0,
+                    "vcpu_s": 0.0,
+                    "faults": 0,
+                    "loops": 0,
+                    "cpu_time_ns": dict.fromkeys(KINDS, 0),
+                },
+            )
+            phase["vcpus"] += 1
+            phase["vcpu_s"] += (end_ns - mark.start_ns) / NS_PER_S
+            phase["faults"] += faults - mark.faults
+            phase["loops"] += loops - mark.loops
+            for kind, before, after in zip(KINDS, mark.cpu, cpu, strict=True):
+                phase["cpu_time_ns"][kind] += after - before
+    figures = []
+    for index in sorted(phases):
+        phase = phases[index]
+        seconds = phase["vcpu_s"]
+        phase["faults_per_s_per_vcpu"] = round(phase["faults"] / seconds, 1) if seconds else 0.0
+        phase["vcpu_s"] = round(seconds, 6)
+        figures.append({"index": index, **phase})
+    return figures
 
 
 def summarise(names: tuple[str, str], machine: Machine, elapsed_ns: int) -> dict[str, Any]:
@@ -252,6 +321,20 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         "host RSS end (peak)",
         f"{format_size(host['rss_bytes_end'])} ({format_size(host['rss_bytes_peak'])})",
     )
+    time = summary["cpu_time_ns"]["guest"]
+    total = sum(time.values()) or 1
+    table.add_row(
+        "vCPU time: hinting / shootdowns / interrupts",
+        " / ".join(
+            f"{format_duration(time[kind])} ({time[kind] / total:.2%})"
+            for kind in ("hinting", "shootdown", "interrupt")
+        ),
+    )
+    for phase in summary.get("phases", ()):
+        table.add_row(
+            f"phase {phase['index']} ({phase['name']}): faults/s/vCPU",
+            f"{phase['faults_per_s_per_vcpu']:,.0f} over {phase['vcpu_s']:.3g} vCPU-s",
+        )
     if host["swap_ins"] or host["swapped_bytes"]:
         table.add_row(
             "host swap-ins / swapped",
@@ -279,6 +362,8 @@ HEADLINE = (
     ("polls/wake-up", ("worker", "polls_per_wakeup"), ""),
     ("reports", ("worker", "batches"), ""),
     ("batch fill", ("worker", "mean_batch_fill"), "ratio"),
+    ("hinting CPU", ("hinting_cpu_ns",), "ns"),
+    ("shootdowns", ("host", "shootdowns"), ""),
     ("kicks", ("virtio", "kicks"), ""),
     ("interrupts", ("virtio", "interrupts"), ""),
     ("discards", ("host", "discards"), ""),

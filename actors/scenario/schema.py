@@ -21,6 +21,7 @@ from pagehint.protocol.units import (
     PAGE_SIZE,
     Bytes,
     Nanos,
+    format_duration,
     format_size,
     parse_duration,
     parse_size,
@@ -90,6 +91,17 @@ class GuestSection:
     """Per-CPU list size at which it is drained (pcp->high); unset: the kernel's rule (5.7 and
     5.10: 6 x batch; 5.14: the low watermark split over the vCPUs; 6.12: auto-tuned above
     that). Set, it is fixed, as vm.percpu_pagelist_high_fraction fixes it."""
+    start_jitter: Nanos | None = None
+    """Each vCPU starts its workload a seeded random time in [0, start_jitter) late, so that
+    identical vCPUs do not fault in lockstep; unset: one 4KiB fault's time (costs.fault_4k +
+    costs.zero_4k); 0: lockstep."""
+    hinting_vcpu: int | None = None
+    """The vCPU the hinting worker's CPU work runs on; unset: the vCPU that queued it, as the
+    system workqueue runs delayed work (page_reporting) on the queuing CPU. A design that hints
+    inline (percpu_capture) always runs on the freeing vCPU."""
+    interrupt_vcpu: int = 0
+    """The vCPU that takes the balloon's used-buffer interrupt (an unpinned virtio interrupt
+    usually lands on vCPU 0)."""
     page_poison: bool = False
     """The guest poisons or initialises freed pages (page_poison=1, init_on_free=1): free page
     reporting is then used only if the host offers PAGE_POISON."""
@@ -156,11 +168,47 @@ class TraceReplay:
     """Multiply recorded gaps by this (0.5 replays twice as fast)."""
 
 
-WorkloadSection = PageFault1 | PageFault2 | Memhog | Idle | Churn | TraceReplay
+SingleWorkload = PageFault1 | PageFault2 | Memhog | Idle | Churn | TraceReplay
+
+
+@attrs.frozen
+class PhaseSection:
+    """One phase of a phased workload: a workload table, plus when the phase ends and which
+    vCPUs run it."""
+
+    workload: SingleWorkload
+    duration: Nanos = Nanos(0)
+    tasks: int | None = None
+
+
+@attrs.frozen
+class Phases:
+    name: Literal["phases"] = "phases"
+    phases: tuple[PhaseSection, ...] = ()
+
+    @classmethod
+    def explain_keys(cls, prefix: str) -> list[str]:
+        """[[workload.phases]]: each phase a workload table with two more keys."""
+        return [
+            'name = "phases"',
+            "    # Run the [[workload.phases]] tables in order on every vCPU, then idle; each",
+            "    # phase's figures are reported on their own (summary.json: phases).",
+            "[[workload.phases]]  # a list of tables: a workload table (name and its keys), and",
+            'duration = "0ns"',
+            "    # The phase ends this long after it starts on a vCPU (0: when its workload ends:",
+            "    # memhog's loops, a trace; page_fault1, page_fault2, churn and idle need one).",
+            "tasks = (unset)",
+            "    # Only vCPUs 0..tasks-1 run it; the others idle through it (will-it-scale with",
+            "    # fewer tasks than vCPUs). Unset: every vCPU.",
+        ]
+
+
+WorkloadSection = SingleWorkload | Phases
 WORKLOADS: dict[str, type[WorkloadSection]] = {
     attrs.fields(cls).name.default: cls
-    for cls in (PageFault1, PageFault2, Memhog, Idle, Churn, TraceReplay)
+    for cls in (PageFault1, PageFault2, Memhog, Idle, Churn, TraceReplay, Phases)
 }
+ENDLESS = ("page_fault1", "page_fault2", "churn", "idle")  # a phase of these needs a duration
 
 
 @attrs.frozen
@@ -284,7 +332,70 @@ def _structure_workload(document: Any, _: Any) -> WorkloadSection:
     name = document.get("name", "page_fault1")
     if name not in WORKLOADS:
         raise ValueError(f"unknown workload name {name!r}; choose one of {', '.join(WORKLOADS)}")
+    if name == "phases":
+        return _structure_phases(document)
     return CONVERTER.structure(document, WORKLOADS[name])
+
+
+def _structure_phases(document: Mapping[str, Any]) -> Phases:
+    """[[workload.phases]]: a non-empty list of workload tables, each checked and named by its
+    place in the list."""
+    unknown = sorted(set(document) - {"name", "phases"})
+    if unknown:
+        raise TableKeysError({key: "unknown key (valid keys: name, phases)" for key in unknown})
+    tables = document.get("phases", [])
+    if not isinstance(tables, list) or not tables:
+        raise TableKeysError({"phases": "a phased workload needs at least one [[workload.phases]]"})
+    names = [name for name in WORKLOADS if name != "phases"]
+    problems: dict[str, str] = {}
+    phases: list[PhaseSection] = []
+    for index, table in enumerate(tables):
+        where = f"phases[{index}]"
+        if not isinstance(table, Mapping):
+            problems[where] = "expected a table with a name"
+            continue
+        own = {key: value for key, value in table.items() if key not in ("duration", "tasks")}
+        name = own.get("name", "page_fault1")
+        if name not in names:
+            problems[f"{where}.name"] = (
+                f"unknown workload {name!r}; choose one of {', '.join(names)}"
+            )
+            continue
+        try:
+            workload: SingleWorkload = CONVERTER.structure(own, WORKLOADS[name])  # type: ignore[assignment]
+            duration = parse_duration(table.get("duration", 0))
+            tasks = table.get("tasks")
+            if tasks is not None and (type(tasks) is not int or tasks < 1):
+                raise ValueError(f"tasks: expected a positive number of vCPUs, got {tasks!r}")
+        except Exception as error:
+            problems[where] = _plain_error(error)
+            continue
+        if name in ENDLESS and not duration:
+            problems[f"{where}.duration"] = f"a {name} phase never ends by itself: give a duration"
+        phases.append(PhaseSection(workload, duration, tasks))
+    if problems:
+        raise TableKeysError(problems)
+    return Phases(phases=tuple(phases))
+
+
+def _plain_error(error: Exception) -> str:
+    """A structuring error of one phase, in the user's words (cattrs' first leaf)."""
+    leaves = getattr(error, "exceptions", None)
+    if leaves:
+        note = getattr(leaves[0], "__notes__", None) or [""]
+        return f"{note[0].removeprefix('Structuring class ')}: {leaves[0]}".strip(": ")
+    return str(error)
+
+
+def _unstructure_phases(workload: Phases) -> dict[str, Any]:
+    tables = []
+    for phase in workload.phases:
+        table: dict[str, Any] = CONVERTER.unstructure(phase.workload)
+        table["duration"] = _duration_text(phase.duration)
+        if phase.tasks is not None:
+            table["tasks"] = phase.tasks
+        tables.append(table)
+    return {"name": "phases", "phases": tables}
 
 
 def _structure_policy(document: Any, _: Any) -> DesignConfig:
@@ -417,6 +528,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_unstructure_hook(Bytes, _size_text)
     converter.register_unstructure_hook(Nanos, _duration_text)
     converter.register_structure_hook(WorkloadSection, _structure_workload)
+    converter.register_unstructure_hook(Phases, _unstructure_phases)
     converter.register_structure_hook(KernelName, _structure_kernel)
     converter.register_unstructure_hook(KernelName, str)
     converter.register_structure_hook(CostsSection, _structure_costs)
@@ -465,6 +577,23 @@ def check_scenario(scenario: Scenario) -> list[str]:
             f"guest.pcp_high ({guest.pcp_high}) must be at least pcp->batch "
             f"({pcp_sizes(scenario).batch})"
         )
+    for key in ("hinting_vcpu", "interrupt_vcpu"):
+        vcpu = getattr(guest, key)
+        if vcpu is not None and not 0 <= vcpu < guest.vcpus:
+            problems.append(
+                f"guest.{key}: no vCPU {vcpu}; guest.vcpus = {guest.vcpus} (0..{guest.vcpus - 1})"
+            )
+    if guest.start_jitter is not None and not 0 <= guest.start_jitter <= run.duration:
+        problems.append(
+            f"guest.start_jitter: must be within 0..run.duration ({format_duration(run.duration)})"
+        )
+    if isinstance(scenario.workload, Phases):
+        for index, phase in enumerate(scenario.workload.phases):
+            if phase.tasks is not None and phase.tasks > guest.vcpus:
+                problems.append(
+                    f"workload.phases[{index}].tasks: {phase.tasks} tasks, but guest.vcpus = "
+                    f"{guest.vcpus}"
+                )
     problems += check_hinting(scenario) + _check_host(scenario)
     workload = scenario.workload
     if isinstance(workload, Churn) and not 0.0 <= workload.thp_fraction <= 1.0:

@@ -2,15 +2,33 @@
 modelled on will-it-scale and memhog (``synthetic``), and replay of recorded traces (``trace``).
 """
 
-from .ops import THP_ORDER, Loop, Map, Op, Think, Unmap, Workload, delayed, take
-from .synthetic import churn, idle, memhog, page_fault1, page_fault2
+from .ops import (
+    PHASES_DONE,
+    THP_ORDER,
+    Loop,
+    Map,
+    Op,
+    Phase,
+    Think,
+    Unmap,
+    Workload,
+    delayed,
+    idle,
+    nothing,
+    phased,
+    take,
+    then_idle,
+)
+from .synthetic import churn, memhog, page_fault1, page_fault2
 from .trace import Trace, TraceError, TraceEvent, parse_perf_script, replay, split_by_cpu
 
 __all__ = [
+    "PHASES_DONE",
     "THP_ORDER",
     "Loop",
     "Map",
     "Op",
+    "Phase",
     "Think",
     "Trace",
     "TraceError",
@@ -21,10 +39,13 @@ __all__ = [
     "delayed",
     "idle",
     "memhog",
+    "nothing",
     "page_fault1",
     "page_fault2",
     "parse_perf_script",
+    "phased",
     "replay",
     "split_by_cpu",
     "take",
+    "then_idle",
 ]

@@ -33,7 +33,8 @@ def page_fault2(mapping_pages: int) -> Workload:
 def memhog(size_pages: int, thp: bool, pause_ns: int, loops: int = 0) -> Workload:
     """numactl's memhog in a loop: allocate and touch ``size``, free it, pause, repeat.
 
-    With ``loops`` > 0, stop after that many and idle (memory freed, nothing else to do).
+    With ``loops`` > 0, it ends after that many (memory freed). The pause is a sleep: the vCPU
+    is idle through it.
     """
     order = THP_ORDER if thp else 0
     done = 0
@@ -42,14 +43,8 @@ def memhog(size_pages: int, thp: bool, pause_ns: int, loops: int = 0) -> Workloa
         yield Unmap(0)
         yield Loop()
         done += 1
-        yield Think(pause_ns)
-    yield from idle()
-
-
-def idle() -> Workload:
-    """Boot, then nothing: the vCPU halts until the run ends."""
-    while True:
-        yield Think(10**12)
+        if not loops or done < loops:
+            yield Think(pause_ns, idle=True)
 
 
 def churn(

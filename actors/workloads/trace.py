@@ -29,7 +29,6 @@ import attrs
 from pagehint.runtime import PagehintError
 
 from .ops import Loop, Map, Think, Unmap, Workload
-from .synthetic import idle
 
 _LINE = re.compile(
     r"^\s*(?P<comm>.*?)\s+(?P<pid>\d+)(?:/\d+)?\s+\[(?P<cpu>\d+)\]\s+"
@@ -119,7 +118,8 @@ def replay(events: Sequence[TraceEvent], start_ns: int, time_scale: float) -> Wo
     """Replay one CPU's share of a recorded trace, keeping the recorded gaps (scaled).
 
     Each allocated block becomes a region keyed by its traced pfn; a free of a pfn whose
-    allocation the trace does not contain (allocated before tracing began) is skipped.
+    allocation the trace does not contain (allocated before tracing began) is skipped. It
+    ends with the trace, what it allocated last still mapped.
     """
     now = 0
     live: set[int] = set()
@@ -136,4 +136,3 @@ def replay(events: Sequence[TraceEvent], start_ns: int, time_scale: float) -> Wo
         elif event.pfn in live:
             live.discard(event.pfn)
             now = yield Unmap(event.pfn)
-    yield from idle()

@@ -291,7 +291,7 @@ def explain(
         default = getattr(defaults, field.name) if defaults is not None else field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
             default = default.factory()
-        variants = [t for t in typing.get_args(kind) if attrs.has(t)] if kind else []
+        variants = _variants(kind) if kind else []
         if attrs.has(kind) or variants or _is_table_array(kind):
             nested.append((field.name, kind, default))
             continue
@@ -310,10 +310,21 @@ def explain(
             item = typing.get_args(kind)[0]
             lines += ["", f"[[{path}]]  # a list of tables", *explain(item, converter, f"{path}.")]
         else:
-            for variant in typing.get_args(kind):
+            for variant in _variants(kind):
                 lines += ["", f"[{path}]  # one of several: this is {variant.__name__}"]
-                lines += explain(variant, converter, f"{path}.")
+                if hasattr(variant, "explain_keys"):
+                    lines += variant.explain_keys(f"{path}.")
+                else:
+                    lines += explain(variant, converter, f"{path}.")
     return lines
+
+
+def _variants(kind: Any) -> list[Any]:
+    """The attrs classes of a union, unions within it flattened."""
+    found: list[Any] = []
+    for variant in typing.get_args(kind):
+        found += _variants(variant) if typing.get_args(variant) else [variant]
+    return [variant for variant in found if attrs.has(variant)]
 
 
 def _is_table_array(kind: Any) -> bool:
