@@ -36,7 +36,7 @@ class CpuTime:
     _idle_busy_until: int = 0  # charges taken in that idle span run until here
     _idle_taken: list[int] = attrs.field(factory=lambda: [0] * len(KINDS))  # by kind
     _plan_end: int = 0  # the end of the sleep in progress (its whole span is in totals)
-    _plan: tuple[Segment, ...] = ()  # that sleep's segments, in time order
+    _plan: tuple[int, ...] = ()  # that sleep's segments in time order, flat: kind, ns, ...
     waiting_since: int | None = None  # spinning on the zone lock since then
 
     def in_guest_mode(self, now: int) -> bool:
@@ -70,10 +70,26 @@ class CpuTime:
             self.owed_ns = 0
         totals = self.totals
         end = now
+        flat: list[int] = []
         for kind, ns in plan:
             totals[kind] += ns
             end += ns
-        self._plan, self._plan_end = tuple(plan), end
+            flat += (kind, ns)
+        self._plan, self._plan_end = tuple(flat), end
+        return end
+
+    def busy(self, now: int, held_kind: int, held_ns: int, kind: int, ns: int) -> int:
+        """``plan`` of the vCPU's common sleep, kept lean for its hot path: the rest of a lock
+        hold (``held_ns`` <= 0: none), then ``ns`` of ``kind``."""
+        if held_ns < 0:
+            held_ns = 0
+        if self.owed_ns:
+            return self.plan(now, ((held_kind, held_ns), (kind, ns)))
+        totals = self.totals
+        totals[held_kind] += held_ns
+        totals[kind] += ns
+        end = now + held_ns + ns
+        self._plan, self._plan_end = (held_kind, held_ns, kind, ns), end
         return end
 
     def plan_idle(self, now: int, segments: Iterable[Segment], idle_ns: int) -> int:
@@ -92,11 +108,12 @@ class CpuTime:
         """The totals as of ``now``, with a sleep or a lock wait in progress cut at ``now``."""
         totals = list(self.totals)
         over = self._plan_end - now
-        for kind, ns in reversed(self._plan):
+        plan = self._plan
+        for at in range(len(plan) - 2, -1, -2):
             if over <= 0:
                 break
-            cut = min(ns, over)
-            totals[kind] -= cut
+            cut = min(plan[at + 1], over)
+            totals[plan[at]] -= cut
             over -= cut
         if totals[IDLE] < 0:  # charges taken in the idle span that had not run by ``now``
             deficit, totals[IDLE] = -totals[IDLE], 0

@@ -22,7 +22,7 @@ from pagehint.runtime import Actor
 from .cputime import FAULT, IDLE, LOCK_WAIT, WORK, CpuTime
 from .mm.buddy import InvariantViolation
 from .mm.costs import Costs
-from .mm.host_memory import GuestBacking
+from .mm.host_memory import UNTOUCHED, GuestBacking
 from .mm.pcp import Drain, PerCpuPages
 from .workloads import Loop, Map, Op, Phase, Think, Unmap, Workload
 from .zone import Zone
@@ -90,7 +90,7 @@ class VCpu(Actor):
                 f"lists and {self.mapped_pages} mapped"
             )
         accounted = sum(self.cpu.totals)
-        if accounted != self.now_ns:
+        if accounted != self.clock.now_ns():
             raise InvariantViolation(
                 f"{self.name}: its time by kind sums to {accounted} ns, not the {self.now_ns} ns "
                 "elapsed"
@@ -116,7 +116,7 @@ class VCpu(Actor):
             if self._next_vmstat_ns is not None and self.now_ns >= self._next_vmstat_ns:
                 await self._vmstat()
             self.check_ledger()
-            op = self.workload.send(self.now_ns)
+            op = self.workload.send(self.clock.now_ns())
 
     # -- zone requests and time -----------------------------------------------------------
     async def _spend(self, duration_ns: int, kind: int) -> None:
@@ -129,12 +129,8 @@ class VCpu(Actor):
             held = ((self._hold_kind, hold),) if hold > 0 else ()
             await clock.sleep_until_ns(cpu.plan_idle(now, held, duration_ns))
             cpu.woke()
-        elif hold > 0:
-            await clock.sleep_until_ns(
-                cpu.plan(now, ((self._hold_kind, hold), (kind, duration_ns)))
-            )
         else:
-            await clock.sleep_until_ns(cpu.plan(now, ((kind, duration_ns),)))
+            await clock.sleep_until_ns(cpu.busy(now, self._hold_kind, hold, kind, duration_ns))
 
     async def _think(self, duration_ns: int, idle: bool) -> None:
         """Compute (or, ``idle``, halt) for ``duration_ns``; vmstat's work runs when it falls
@@ -165,32 +161,27 @@ class VCpu(Actor):
         return allocator.free_pages < allocator.watermarks.high
 
     async def _zone_alloc(self, order: int, count: int, kind: int) -> tuple[int, ...]:
-        now = await self._finish_hold()
+        clock, cpu = self.clock, self.cpu
+        if self._lock_release_ns > clock.now_ns():  # a vCPU cannot queue while it holds it
+            await self._spend(0, self._hold_kind)
+        cpu.waiting_since = since = clock.now_ns()  # spinning for the lock from now
         pfns: tuple[int, ...]
-        pfns, release = await self.zone.request(ZoneAlloc(self.name, order, count, now))
-        self._acquired(now, release, kind)
+        pfns, self._lock_release_ns = await self.zone.request(
+            ZoneAlloc(self.name, order, count, since)
+        )
+        cpu.totals[LOCK_WAIT] += clock.now_ns() - since
+        cpu.waiting_since, self._hold_kind = None, kind
         return pfns
 
     async def _zone_free(self, order: int, pfns: list[int], kind: int) -> None:
-        now = await self._finish_hold()
-        _, release = await self.zone.request(ZoneFree(self.name, order, tuple(pfns), now))
-        self._acquired(now, release, kind)
-
-    async def _finish_hold(self) -> int:
-        """Before another zone request: a vCPU cannot queue for the lock while it holds it.
-        Returns the time the vCPU starts spinning for the lock."""
-        if self._lock_release_ns > self.now_ns:
+        clock, cpu = self.clock, self.cpu
+        if self._lock_release_ns > clock.now_ns():
             await self._spend(0, self._hold_kind)
-        now = self.now_ns
-        self.cpu.waiting_since = now
-        return now
-
-    def _acquired(self, since: int, release: int, kind: int) -> None:
-        """The lock is ours, held for ``kind`` until ``release``: the spin was lock wait."""
-        cpu = self.cpu
-        cpu.totals[LOCK_WAIT] += self.now_ns - since
-        cpu.waiting_since = None
-        self._lock_release_ns, self._hold_kind = release, kind
+        cpu.waiting_since = since = clock.now_ns()
+        request = ZoneFree(self.name, order, tuple(pfns), since)
+        _, self._lock_release_ns = await self.zone.request(request)
+        cpu.totals[LOCK_WAIT] += clock.now_ns() - since
+        cpu.waiting_since, self._hold_kind = None, kind
 
     # -- operations ----------------------------------------------------------------------
     async def _map(self, op: Map) -> None:
@@ -223,15 +214,17 @@ class VCpu(Actor):
             take = len(chunk)
             mapped.extend(chunk)
             self.mapped_pages += take
-            host_ns = self._host_faults(*self.backing.touch_pages(chunk))
+            touched = self.backing.touch_pages(chunk)
+            host_ns = self._host_faults(*touched) if touched != UNTOUCHED else 0
             counters.faults += take
             needed -= take
             await self._spend(take * per_page + host_ns, FAULT)
 
     async def _fault_large_blocks(self, op: Map, mapped: list[int]) -> None:
-        counters, costs, pcp = self.counters, self.costs, self.pcp
+        counters, pcp, backing = self.counters, self.pcp, self.backing
         block_pages = 1 << op.order
         cached = pcp.holds(op.order)
+        per_block = self.costs.touch_ns(op.order, op.copy)
         for _ in range(-(-op.pages // block_pages)):
             if cached:
                 if not pcp.lists[op.order] and not await self._refill(op.order):
@@ -245,9 +238,10 @@ class VCpu(Actor):
                     return
             mapped.append(got[0])
             self.mapped_pages += block_pages
-            host_ns = self._host_faults(*self.backing.touch(got[0], block_pages))
+            touched = backing.touch(got[0], block_pages)
+            host_ns = self._host_faults(*touched) if touched != UNTOUCHED else 0
             counters.faults += block_pages
-            await self._spend(costs.touch_ns(op.order, op.copy) + host_ns, FAULT)
+            await self._spend(per_block + host_ns, FAULT)
 
     def _host_faults(self, first: int, refaults: int, swap_ins: int, remaps: int) -> int:
         """Count what the host had to do for a touch, and return its cost to this vCPU."""
@@ -268,9 +262,10 @@ class VCpu(Actor):
             await self._free_small_pages(pfns)
             return
         pcp, cost = self.pcp, self.costs.unmap_ns(order)
+        cached = pcp.holds(order)
         for pfn in pfns:
             self.mapped_pages -= 1 << order
-            if pcp.holds(order):
+            if cached:
                 await self._give_back(pcp.free(order, [pfn], self._zone_below_high()), WORK)
             else:
                 await self._zone_free(order, [pfn], WORK)

@@ -149,7 +149,7 @@ class Zone(Actor):
         the lock is released. The caller holds the lock until then: it must not act before
         that time, and typically spends the hold in its next sleep."""
         await self.lock.acquire()
-        now = self.now_ns
+        now = self.clock.now_ns()
         wait = now - request.sent_ns
         stats = self._acquired(request.requester, wait)
         self._serving = request

@@ -63,14 +63,21 @@ class Histogram:
         self.max = 0
 
     def record(self, value: int) -> None:
-        if self.count == 0 or value < self.min:
+        count = self.count
+        if count == 0 or value < self.min:
             self.min = value
         if value > self.max:
             self.max = value
-        self.count += 1
+        self.count = count + 1
         self.total += value
-        index = bucket_of(value)
-        self.buckets[index] = self.buckets.get(index, 0) + 1
+        if value < _SUB_BUCKETS:  # bucket_of, inlined: this runs for every zone request
+            index = value if value > 0 else 0
+        else:
+            exponent = value.bit_length() - 1
+            mantissa = (value >> (exponent - _SUB_BUCKET_BITS)) & (_SUB_BUCKETS - 1)
+            index = (exponent - _SUB_BUCKET_BITS + 1) * _SUB_BUCKETS + mantissa
+        buckets = self.buckets
+        buckets[index] = buckets.get(index, 0) + 1
 
     def merge(self, other: Histogram) -> None:
         """Add another histogram's samples to this one (same fixed buckets, so exact)."""

@@ -60,6 +60,7 @@ def _byte_mask(byte: int, start: int, end: int) -> int:
 
 
 Touches = tuple[int, int, int, int]  # first touches, refaults, swap-ins, remaps
+UNTOUCHED: Touches = (0, 0, 0, 0)  # a touch of pages the host backs and maps: nothing to do
 
 
 class GuestBacking:
@@ -128,7 +129,7 @@ class GuestBacking:
                 self.lazy_pages -= cancelled
         already = _count_bits(self._backed, pfn, end)
         if already == count:
-            return 0, 0, 0, cancelled
+            return (0, 0, 0, cancelled) if cancelled else UNTOUCHED
         refaulted = _count_bits(self._discarded, pfn, end)
         swapped = _count_bits(self._swapped, pfn, end) if self.swapped_pages else 0
         new = count - already

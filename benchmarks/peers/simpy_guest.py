@@ -210,11 +210,12 @@ class Vcpu:
             self.faults += block_pages
             yield self.env.timeout(costs.touch_ns(op.order, op.copy) + host_ns)
 
-    def host_cost(self, first: int, refaults: int, swap_ins: int) -> int:
+    def host_cost(self, first: int, refaults: int, swap_ins: int, remaps: int) -> int:
         """What the host's side of a touch costs this vCPU: backing new or discarded pages,
-        reading swapped ones back."""
+        reading swapped ones back, mapping back pages it had MADV_FREEd."""
         costs = self.costs
-        return costs.host_fault_ns(first + refaults) + swap_ins * costs.swap_in_4k
+        cost = costs.host_fault_ns(first + refaults) + swap_ins * costs.swap_in_4k
+        return cost + costs.host_remap_ns(remaps) if remaps else cost
 
     def unmap(self, region: int) -> Process:
         entry = self.regions.pop(region, None)
