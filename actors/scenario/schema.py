@@ -196,7 +196,8 @@ class Phases:
             "[[workload.phases]]  # a list of tables: a workload table (name and its keys), and",
             'duration = "0ns"',
             "    # The phase ends this long after it starts on a vCPU (0: when its workload ends:",
-            "    # memhog's loops, a trace; page_fault1, page_fault2, churn and idle need one).",
+            "    # memhog's loops, a trace; page_fault1, page_fault2, churn and idle, unless last,",
+            "    # need one).",
             "tasks = (unset)",
             "    # Only vCPUs 0..tasks-1 run it; the others idle through it (will-it-scale with",
             "    # fewer tasks than vCPUs). Unset: every vCPU.",
@@ -370,8 +371,11 @@ def _structure_phases(document: Mapping[str, Any]) -> Phases:
         except Exception as error:
             problems[where] = _plain_error(error)
             continue
-        if name in ENDLESS and not duration:
-            problems[f"{where}.duration"] = f"a {name} phase never ends by itself: give a duration"
+        if name in ENDLESS and not duration and index < len(tables) - 1:
+            problems[f"{where}.duration"] = (
+                f"a {name} phase never ends by itself, so the phases after it would never run: "
+                "give it a duration"
+            )
         phases.append(PhaseSection(workload, duration, tasks))
     if problems:
         raise TableKeysError(problems)
