@@ -135,10 +135,11 @@ def freed_on_vcpu1(tmp_path: Path, design: str, **guest: Any) -> Scenario:
     """Two vCPUs; only vCPU 1 allocates 256 MiB of THP-sized blocks and, 100 ms in, frees them.
     The guest kernel is 5.10, so the blocks go straight back to the zone."""
     trace = _thp_trace(tmp_path / "trace.txt", cpu=1, blocks=128, free_at_s=0.1)
-    policy = {"name": design}
-    policy |= {"page_reporting": {"delay": "20ms"}, "percpu_capture": {"threshold": 8}}.get(
-        design, {}
-    )
+    knobs: dict[str, dict[str, Any]] = {
+        "page_reporting": {"delay": "20ms"},
+        "percpu_capture": {"threshold": 8},
+    }
+    policy = {"name": design, **knobs.get(design, {})}
     return load_scenario(
         {
             "run": {"duration": "400ms", "baseline": False, "sample_interval": "10ms"},
