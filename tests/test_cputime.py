@@ -19,7 +19,7 @@ from pagehint.actors.scenario.outcomes import ABOUT
 from pagehint.runtime import MemoryLog
 from pagehint.runtime.harness.cli import main
 
-from conftest import load_scenario, run_scenario
+from conftest import load_scenario, read_summary, run_cli, run_scenario
 
 HINTING_DESIGNS = [name for name, design in installed_designs().items() if design.returns_memory]
 MS = 1_000_000
@@ -317,3 +317,25 @@ def test_bad_phases_jitter_or_vcpu_index_exit_2_naming_the_key(
 
 def test_the_summary_documents_every_kind() -> None:
     assert all(f"{kind} (" in ABOUT["cpu_time_ns"] for kind in KINDS)
+
+
+def test_each_phase_is_compared_with_the_same_phase_without_hinting(tmp_path: Path) -> None:
+    scenario = tmp_path / "phased.toml"
+    document = {
+        "run": {"duration": "400ms", "sample_interval": "10ms", "baseline": True},
+        "guest": {"memory": "2GiB", "vcpus": 4},
+        "workload": {
+            "name": "phases",
+            "phases": [
+                {"name": "memhog", "size": "256MiB", "loops": 1},
+                {"name": "page_fault1", "thp": True, "duration": "1s"},
+            ],
+        },
+        "policy": {"name": "page_reporting", "delay": "50ms"},
+    }
+    scenario.write_text(tomli_w.dumps(document))
+    summary = read_summary(run_cli(scenario, tmp_path / "run"))
+    faulting = summary["phases"][-1]
+    # The shootdowns of page_reporting's discards delay the faulting vCPUs.
+    assert summary["host"]["shootdowns"] > 0
+    assert faulting["throughput_rel_to_none"] < 1.0

@@ -121,6 +121,13 @@ class GuestModel:
         ours = summary["workload"]["faults"]
         theirs = baseline["workload"]["faults"]
         summary["throughput_rel_to_none"] = round(ours / theirs, 4) if theirs else None
+        for phase, theirs in zip(
+            summary.get("phases", ()), baseline.get("phases", ()), strict=False
+        ):
+            rate = theirs["faults_per_s_per_vcpu"]
+            phase["throughput_rel_to_none"] = (
+                round(phase["faults_per_s_per_vcpu"] / rate, 6) if rate else None
+            )
         summary["baseline"] = {
             "faults": theirs,
             "rss_bytes_end": baseline["host"]["rss_bytes_end"],
@@ -138,6 +145,8 @@ class GuestModel:
         )
         if config.policy.name == "none":
             summary["throughput_rel_to_none"] = 1.0
+            for phase in summary.get("phases", ()):
+                phase["throughput_rel_to_none"] = 1.0
         system.log.info("run_end", **{k: v for k, v in summary.items() if k != "about"})
         return summary
 

@@ -66,7 +66,8 @@ ABOUT = {
     "hinting_cpu_ns": "guest CPU time spent on hinting, ns (cpu_time_ns.guest.hinting)",
     "phases": (
         "a phased workload's phases in order: vcpus that ran each, vcpu_s (vCPU-seconds spent in "
-        "it), faults, faults_per_s_per_vcpu (faults per vCPU-second), loops, cpu_time_ns"
+        "it), faults, faults_per_s_per_vcpu (faults per vCPU-second), loops, cpu_time_ns, "
+        "throughput_rel_to_none (with a baseline run)"
     ),
     "zone": "zone-lock detail: requests, utilisation, hold and queue depth, failed allocations",
     "guests": "per-guest summaries when the host holds several guests",
@@ -347,6 +348,8 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
 HEADLINE = (
     ("faults/s/vCPU", ("workload", "faults_per_s_per_vcpu"), ""),
     ("throughput vs none", ("throughput_rel_to_none",), "ratio"),
+    ("last phase faults/s/vCPU", ("phases", -1, "faults_per_s_per_vcpu"), ""),
+    ("last phase vs none", ("phases", -1, "throughput_rel_to_none"), "ratio"),
     ("returned", ("memory_returned_bytes",), "bytes"),
     ("return 50%", ("time_to_return_s", "50"), "s"),
     ("return 90%", ("time_to_return_s", "90"), "s"),
@@ -380,7 +383,10 @@ def headline(summary: Mapping[str, Any]) -> dict[str, Any]:
     for name, path, _ in HEADLINE:
         value: Any = summary
         for key in path:
-            value = value.get(key) if isinstance(value, Mapping) else None
+            if isinstance(key, int):  # an index into a list (the last phase: -1)
+                value = value[key] if isinstance(value, list) and value else None
+            else:
+                value = value.get(key) if isinstance(value, Mapping) else None
         values[name] = value
     return values
 

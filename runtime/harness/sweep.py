@@ -300,7 +300,9 @@ def _relative(value: Any, first: Any) -> str:
     if not isinstance(value, int | float) or not isinstance(first, int | float) or not first:
         return ""
     change = (value - first) / abs(first)
-    return "" if abs(change) < 0.0005 else f" ({change:+.1%})"
+    if abs(change) < 0.00005:
+        return ""
+    return f" ({change:+.2%})" if abs(change) < 0.001 else f" ({change:+.1%})"
 
 
 def comparison_table(model: Model, rows: Sequence[Mapping[str, Any]]) -> Table:
