@@ -47,6 +47,7 @@ class PhaseMark:
 
     index: int
     name: str
+    task: bool  # the vCPU runs the phase's workload (False: it halts through the phase)
     start_ns: int
     faults: int
     loops: int
@@ -110,9 +111,11 @@ class VCpu(Actor):
             elif type(op) is Phase:
                 counters = self.counters
                 now, totals = self.now_ns, tuple(self.cpu.totals)
-                mark = PhaseMark(op.index, op.name, now, counters.faults, counters.loops, totals)
+                mark = PhaseMark(
+                    op.index, op.name, op.task, now, counters.faults, counters.loops, totals
+                )
                 self.phases.append(mark)
-                self.log.info("phase", index=op.index, name=op.name)
+                self.log.info("phase", index=op.index, name=op.name, task=op.task)
             if self._next_vmstat_ns is not None and self.now_ns >= self._next_vmstat_ns:
                 await self._vmstat()
             self.check_ledger()

@@ -131,12 +131,10 @@ class HintingWorker(Actor):
         self._cpu.charge(HINTING, self.now_ns - since, since)
 
     async def _zone_work(self, work: Callable[[BuddyAllocator], tuple[Any, int]]) -> Any:
-        since = self.now_ns
-        result = await self.zone.ask(ZoneWork(self.name, work, since))
-        self._ran(since)
-        return result
+        return await self._zone_ask(ZoneWork(self.name, work, self.now_ns))
 
-    async def _zone_ask(self, request: ZoneAlloc | ZoneFree) -> Any:
+    async def _zone_ask(self, request: ZoneAlloc | ZoneFree | ZoneWork) -> Any:
+        """A zone request, on the worker's vCPU: the spin and the hold are its CPU time."""
         since = self.now_ns
         result = await self.zone.ask(request)
         self._ran(since)

@@ -240,6 +240,7 @@ def test_a_phased_workload_runs_its_phases_in_order_and_reports_each() -> None:
     phases = summary["phases"]
     assert [(p["index"], p["name"]) for p in phases] == [(0, "memhog"), (1, "page_fault1")]
     assert phases[0]["vcpus"] == 4 and phases[0]["loops"] == 4  # memhog once on each vCPU
+    assert phases[1]["vcpus"] == 2  # page_fault1's two tasks: its rate is theirs
     assert phases[1]["faults"] > 0 and phases[1]["faults_per_s_per_vcpu"] > 0
     assert sum(p["faults"] for p in phases) == summary["workload"]["faults"]
     marks = [r for r in log.records() if r["event"] == "phase"]

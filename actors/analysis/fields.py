@@ -40,7 +40,7 @@ GUEST_FIELDS: dict[str, dict[str, str]] = {
         "false_oom": "BOOLEAN",
     },
     "oom_kill": {"region": "BIGINT", "order": "BIGINT", "pages": "BIGINT"},
-    "phase": {"index": "BIGINT", "name": "VARCHAR"},
+    "phase": {"index": "BIGINT", "name": "VARCHAR", "task": "BOOLEAN"},
     "worker_wake": {"in_flight": "BIGINT"},
     "worker_poll": {"blocks": "BIGINT", "pages": "BIGINT", "examined": "BIGINT"},
     "report": {"token": "BIGINT", "pages": "BIGINT", "blocks": "BIGINT[][]"},

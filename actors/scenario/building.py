@@ -50,13 +50,14 @@ def _workload_for(scenario: Scenario, guest_index: int, cpu: int) -> workloads.W
     workload = scenario.workload
     if not isinstance(workload, Phases):
         return workloads.then_idle(_single(workload, scenario, guest_index, cpu))
-    phases: list[tuple[str, workloads.Workload, int]] = []
+    phases: list[tuple[str, workloads.Workload, int, bool]] = []
     for phase in workload.phases:
-        if phase.tasks is None or cpu < phase.tasks:
+        task = phase.tasks is None or cpu < phase.tasks
+        if task:
             steps = _single(phase.workload, scenario, guest_index, cpu)
         else:  # no task here: idle through the phase, or skip one that has no duration
             steps = workloads.idle() if phase.duration else workloads.nothing()
-        phases.append((phase.workload.name, steps, phase.duration))
+        phases.append((phase.workload.name, steps, phase.duration, task))
     return workloads.phased(phases)
 
 

@@ -65,9 +65,9 @@ ABOUT = {
     ),
     "hinting_cpu_ns": "guest CPU time spent on hinting, ns (cpu_time_ns.guest.hinting)",
     "phases": (
-        "a phased workload's phases in order: vcpus that ran each, vcpu_s (vCPU-seconds spent in "
-        "it), faults, faults_per_s_per_vcpu (faults per vCPU-second), loops, cpu_time_ns, "
-        "throughput_rel_to_none (with a baseline run)"
+        "a phased workload's phases in order: vcpus that ran each (its tasks), vcpu_s (their "
+        "vCPU-seconds in it), faults, faults_per_s_per_vcpu (faults per vCPU-second), loops, "
+        "cpu_time_ns, throughput_rel_to_none (with a baseline run)"
     ),
     "zone": "zone-lock detail: requests, utilisation, hold and queue depth, failed allocations",
     "guests": "per-guest summaries when the host holds several guests",
@@ -226,8 +226,8 @@ def summarise_guests(
 
 
 def phase_figures(vcpus: Sequence[VCpu], elapsed_ns: int) -> list[dict[str, Any]]:
-    """Each phase's figures over the vCPUs that ran it: the span from its mark to the next
-    (or the run's end) on each vCPU."""
+    """Each phase's figures over the vCPUs that ran its workload (not those that halted
+    through it, having no task): the span from its mark to the next (or the run's end)."""
     phases: dict[int, dict[str, Any]] = {}
     for vcpu in vcpus:
         marks = vcpu.phases
@@ -235,7 +235,7 @@ def phase_figures(vcpus: Sequence[VCpu], elapsed_ns: int) -> list[dict[str, Any]
         ends = [(m.start_ns, m.faults, m.loops, m.cpu) for m in marks[1:]]
         ends.append((*now, tuple(vcpu.cpu.settled(elapsed_ns))))
         for mark, (end_ns, faults, loops, cpu) in zip(marks, ends, strict=True):
-            if mark.name == PHASES_DONE:
+            if mark.name == PHASES_DONE or not mark.task:
                 continue
             phase = phases.setdefault(
                 mark.index,

@@ -50,10 +50,12 @@ class Loop:
 
 @attrs.frozen(slots=True)
 class Phase:
-    """A phased workload starts its phase ``index`` (counted on its own, costs nothing)."""
+    """A phased workload starts its phase ``index`` (counted on its own, costs nothing);
+    ``task``: this vCPU runs the phase's workload (False: it has no task in it, and halts)."""
 
     index: int
     name: str
+    task: bool = True
 
 
 Op = Map | Unmap | Think | Loop | Phase
@@ -84,14 +86,14 @@ def then_idle(workload: Workload) -> Workload:
     yield from idle()
 
 
-def phased(phases: list[tuple[str, Workload, int]]) -> Workload:
-    """Run each (name, workload, duration_ns) in order, then idle. A phase ends when its
+def phased(phases: list[tuple[str, Workload, int, bool]]) -> Workload:
+    """Run each (name, workload, duration_ns, task) in order, then idle. A phase ends when its
     workload does or, with a duration, once that much time has passed since it started (a
     think is cut at the end); whatever it still has mapped is unmapped before the next. Each
     phase starts with a ``Phase`` mark, and a last one (``PHASES_DONE``) marks the end."""
     now = 0
-    for index, (name, workload, duration_ns) in enumerate(phases):
-        now = yield Phase(index, name)
+    for index, (name, workload, duration_ns, task) in enumerate(phases):
+        now = yield Phase(index, name, task)
         ends = now + duration_ns if duration_ns else None
         mapped: set[int] = set()
         op: Op | None = next(workload, None)
