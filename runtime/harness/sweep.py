@@ -327,7 +327,8 @@ def comparison_table(model: Model, rows: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def sweep_table(model: Model, sweep: Sweep, rows: Sequence[Mapping[str, Any]]) -> Table:
-    """One row per combination of factors (mean over replicates), with the metrics that vary."""
+    """One row per combination of factors (mean over replicates), with the metrics that vary
+    and most rows have."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(_canonical(row["params"]), []).append(row)
@@ -338,7 +339,14 @@ def sweep_table(model: Model, sweep: Sweep, rows: Sequence[Mapping[str, Any]]) -
         mean = {name: _mean([metrics[name] for metrics in ok]) for name in names}
         means.append((members[0]["params"], mean, len(ok)))
     names = next((list(mean) for _, mean, _ in means if mean), [])
-    varying = [n for n in names if len({repr(mean.get(n)) for _, mean, _ in means}) > 1][:6]
+    # The first six metrics that vary between rows and that most rows have (a metric that is
+    # "-" in most rows, such as a time to return nothing was returned by, says little).
+    varying = [
+        name
+        for name in names
+        if len({repr(mean.get(name)) for _, mean, _ in means}) > 1
+        and 2 * sum(mean.get(name) is not None for _, mean, _ in means) > len(means)
+    ][:6]
     table = Table(title=f"pagehint sweep: mean over {sweep.replicates} replicate(s)")
     for factor in sweep.factors:
         table.add_column(factor.rpartition(".")[2])
