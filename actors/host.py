@@ -28,7 +28,7 @@ from .cputime import SHOOTDOWN, CpuTime
 from .device import BalloonDevice
 from .mm.buddy import BlockState, BuddyAllocator
 from .mm.costs import Costs
-from .mm.host_memory import GuestBacking
+from .mm.host_memory import GuestBacking, HostMemory
 
 
 class DiscardedPageInUse(PagehintError):
@@ -72,16 +72,18 @@ class Host(Actor):
         guests: Sequence[HostedGuest],
         costs: Costs,
         *,
-        memory_limit_pages: int = 0,
+        memory: HostMemory | None = None,
         lazy_free: bool = False,
+        inhibited: bool = False,
         reclaim_interval_ns: int = 1_000_000,
         faults: Sequence[Fault] = (),
     ) -> None:
         super().__init__(name)
         self.guests = {guest.name: guest for guest in guests}
         self.costs = costs
-        self.memory_limit_pages = memory_limit_pages
+        self.memory = memory or HostMemory(0, (0, 0, 0), 0)
         self.lazy_free = lazy_free
+        self.inhibited = inhibited  # a VFIO device: QEMU acknowledges reports, discards nothing
         self.reclaim_interval_ns = reclaim_interval_ns
         self.faults = sorted(faults, key=lambda fault: fault.at_ns)
         self._stalled_until = 0
@@ -97,8 +99,8 @@ class Host(Actor):
             nursery.start_soon(self.serve)
             if self.faults:
                 nursery.start_soon(self._inject_faults)
-            if self.memory_limit_pages:
-                nursery.start_soon(self._reclaim)
+            if self.memory.limit_pages:
+                nursery.start_soon(self._kswapd)
 
     # -- serving reports -----------------------------------------------------------------
     @handles(HostNotify)
@@ -112,12 +114,17 @@ class Host(Actor):
                 await self.sleep_ns(self._slowed(self.costs.discard_ns(pages, self.lazy_free)))
                 if guest.generation != generation:
                     return  # the device was reset meanwhile: these buffers are gone
-                if guest.poison_value == 0:  # QEMU skips the discard for a poison value
+                # QEMU skips the discard for a poison value, or while discards are inhibited
+                # (virtio_balloon_inhibited(): a device assigned through VFIO).
+                if guest.poison_value == 0 and not self.inhibited:
                     self._check_isolated(guest, pfn, pages)
-                    if guest.backing.discard(pfn, pages, lazy=self.lazy_free):
+                    backing = guest.backing
+                    skipped = backing.skipped_discards
+                    if backing.discard(pfn, pages, lazy=self.lazy_free):
                         self._flush_tlbs(guest)
-                    guest.discards += 1
-                    self.log.debug("discard", guest=guest.name, pfn=pfn, pages=pages)
+                    if backing.skipped_discards == skipped:  # hugetlbfs skips unaligned ones
+                        guest.discards += 1
+                        self.log.debug("discard", guest=guest.name, pfn=pfn, pages=pages)
             guest.queue.push_used(chain.head, 0)
             guest.reports += 1
         if guest.queue.interrupt_needed():
@@ -175,14 +182,11 @@ class Host(Actor):
                         await guest.device.tell(DeviceReset())
 
     # -- memory pressure -----------------------------------------------------------------
-    async def _reclaim(self) -> None:
-        """kswapd for the host: over the limit, swap out the largest guest's pages first."""
+    async def _kswapd(self) -> None:
+        """The host's background reclaim, woken every interval: below the low watermark it
+        reclaims up to the high one, as fast as the swap device writes."""
+        memory, interval = self.memory, self.reclaim_interval_ns
+        budget = max(1, interval // max(1, memory.swap_ns_per_page))
         while True:
-            over = self.rss_pages - self.memory_limit_pages
-            while over > 0:
-                largest = max(self.guests.values(), key=lambda guest: guest.backing.rss_pages)
-                taken = largest.backing.evict(over)
-                if not taken:
-                    break
-                over -= taken
-            await self.sleep_ns(self.reclaim_interval_ns)
+            memory.kswapd(budget)
+            await self.sleep_ns(interval)

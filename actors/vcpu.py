@@ -22,7 +22,7 @@ from pagehint.runtime import Actor
 from .cputime import FAULT, IDLE, LOCK_WAIT, WORK, CpuTime
 from .mm.buddy import InvariantViolation
 from .mm.costs import Costs
-from .mm.host_memory import UNTOUCHED, GuestBacking
+from .mm.host_memory import UNTOUCHED, GuestBacking, HostMemory
 from .mm.pcp import Drain, PerCpuPages
 from .workloads import Loop, Map, Op, Phase, Think, Unmap, Workload
 from .zone import Zone
@@ -65,6 +65,7 @@ class VCpu(Actor):
         workload: Workload,
         costs: Costs,
         pcp: PerCpuPages,
+        host: HostMemory | None = None,
     ) -> None:
         super().__init__(name)
         self.zone = zone
@@ -72,6 +73,7 @@ class VCpu(Actor):
         self.workload = workload
         self.costs = costs
         self.pcp = pcp
+        self.host = host  # the host's memory, when it has a limit (direct reclaim)
         self._next_vmstat_ns = VMSTAT_INTERVAL_NS if pcp.rules == "auto" else None
         self.regions: dict[int, tuple[int, list[int]]] = {}  # region -> (order, pfns)
         self.counters = VcpuCounters()
@@ -246,15 +248,21 @@ class VCpu(Actor):
             counters.faults += block_pages
             await self._spend(per_block + host_ns, FAULT)
 
-    def _host_faults(self, first: int, refaults: int, swap_ins: int, remaps: int) -> int:
-        """Count what the host had to do for a touch, and return its cost to this vCPU."""
-        counters, costs = self.counters, self.costs
-        counters.host_first_touches += first
+    def _host_faults(self, first: int, refaults: int, swap_ins: int, remaps: int, huge: int) -> int:
+        """Count what the host had to do for a touch, and return its cost to this vCPU (and,
+        on a host over its memory limit, the direct reclaim the fault enters)."""
+        counters, costs, backing = self.counters, self.costs, self.backing
+        counters.host_first_touches += first + (huge * backing.host_pages if huge else 0)
         counters.host_refaults += refaults
         counters.host_swap_ins += swap_ins
         counters.host_remaps += remaps
-        cost = costs.host_fault_ns(first + refaults) + swap_ins * costs.swap_in_4k
-        return cost + costs.host_remap_ns(remaps) if remaps else cost
+        cost = costs.host_fault_ns(first + refaults, huge, backing.host_pages)
+        cost += swap_ins * costs.swap_in_4k
+        if remaps:
+            cost += costs.host_remap_ns(remaps)
+        if self.host is not None and (first or refaults or swap_ins or huge):
+            cost += self.host.direct_reclaim()
+        return cost
 
     async def _unmap(self, region: int) -> None:
         entry = self.regions.pop(region, None)

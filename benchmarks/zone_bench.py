@@ -73,7 +73,7 @@ from pagehint.actors.mm.kernels import KERNELS
 from pagehint.actors.scenario import MODEL, build
 from pagehint.actors.scenario.effective import pcp_sizes
 from pagehint.actors.scenario.outcomes import summarise
-from pagehint.actors.scenario.schema import PageFault1, Scenario
+from pagehint.actors.scenario.schema import HOST_BACKINGS, PageFault1, Scenario
 from pagehint.protocol.units import format_duration, pages, parse_duration
 from pagehint.runtime import ActorSystem, run_simulation
 
@@ -145,6 +145,7 @@ def simpy_params(scenario: Scenario) -> simpy_guest.GuestParams:
         "guest.shuffle": guest.shuffle,
         "host.guests > 1": host.guests != 1,
         "host.memory limit": host.memory != 0,
+        "hugetlbfs backing": HOST_BACKINGS[host.backing][1],
         "faults": bool(scenario.faults),
     }
     if any(unsupported.values()):
@@ -159,6 +160,7 @@ def simpy_params(scenario: Scenario) -> simpy_guest.GuestParams:
         pcp_rules=kernel.pcp_rules,
         pcp_sizes=pcp_sizes(scenario),
         pcp_orders=kernel.pcp_orders(guest.pageblock_order),
+        host_pages=HOST_BACKINGS[scenario.host.backing][0],
         max_order=guest.max_order,
         pageblock_order=guest.pageblock_order,
     )

@@ -180,7 +180,7 @@ def test_madv_free_keeps_reported_memory_until_the_host_needs_it() -> None:
     assert (backing.swapped_pages, backing.discarded_pages, backing.rss_pages) == (0, 1016, 3080)
     assert backing.evict(10) == 10 and backing.swapped_pages == 10
     # Pages 0-7 (written again) and 1024-1025 were swapped: they come back as swap-ins.
-    assert backing.touch(0, 2048) == (0, 1016, 10, 0)
+    assert backing.touch(0, 2048) == (0, 1016, 10, 0, 0)
 
 
 def test_overcommitted_host_swaps_far_less_with_hinting() -> None:

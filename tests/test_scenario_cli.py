@@ -48,7 +48,7 @@ def test_seeded_run_is_identical_in_two_processes(tmp_path: Path) -> None:
         out = tmp_path / f"hash{hash_seed}"
         command = [sys.executable, "-m", "pagehint.runtime.harness.cli", "run"]
         command += [str(CONFIGS / "churn.toml"), "--out", str(out), *SHORT, "--seed", "5"]
-        command += ["--set", "run.log_level=debug", "--set", "run.duration=150ms"]
+        command += ["--set", "run.log_level=debug", "--set", "run.duration=300ms"]
         subprocess.run(command, check=True, env=dict(os.environ, PYTHONHASHSEED=hash_seed))
         logs.append(log_records(out / "log.jsonl", drop_wall_clock=True))
     assert len(logs[0]) > 200  # a line per zone request: any reordering shows

@@ -55,6 +55,7 @@ GUEST_FIELDS: dict[str, dict[str, str]] = {
     },
     "discard": {"guest": "VARCHAR", "pfn": "BIGINT", "pages": "BIGINT"},
     "reporting_disabled": {"guest": "VARCHAR", "policy": "VARCHAR"},
+    "run_warning": {"message": "VARCHAR"},
     "run_end": {
         "virtual_s": "DOUBLE",
         "policy": "VARCHAR",
@@ -75,6 +76,7 @@ GUEST_FIELDS: dict[str, dict[str, str]] = {
         "cpu_time_ns": "JSON",
         "hinting_cpu_ns": "BIGINT",
         "phases": "JSON",
+        "warnings": "JSON",
         "invariant_violations": "BIGINT",
         "guests": "JSON",
     },

@@ -38,6 +38,7 @@ class Costs:
     shootdown: Nanos
     report_per_entry: Nanos
     sort_per_entry: Nanos
+    swap_out_4k: Nanos
 
     def discard_ns(self, pages: int, lazy: bool) -> int:
         """Host cost of discarding a range of ``pages`` pages (one madvise call)."""
@@ -55,10 +56,11 @@ class Costs:
     def unmap_ns(self, order: int) -> int:
         return self.unmap_4k if order == 0 else self.unmap_2m
 
-    def host_fault_ns(self, pages: int) -> int:
-        """Host cost of backing ``pages`` guest pages (huge pages where the range allows)."""
-        huge, small = divmod(pages, 512)
-        return huge * self.host_fault_2m + small * self.host_fault_4k
+    def host_fault_ns(self, pages: int, huge_faults: int = 0, huge_pages: int = 512) -> int:
+        """Host cost of backing ``pages`` 4 KiB pages one by one and ``huge_faults`` host huge
+        pages of ``huge_pages`` pages each (a 1 GiB page clears as 512 of 2 MiB)."""
+        huge = huge_faults * self.host_fault_2m * (huge_pages // 512) if huge_faults else 0
+        return pages * self.host_fault_4k + huge
 
     def host_remap_ns(self, pages: int) -> int:
         """Host cost of mapping back ``pages`` pages it still backs: an exit per 4 KiB page,

@@ -8,6 +8,23 @@ tell a guest-free page from a used one: without hints it swaps both alike.
 
 Bitmaps of one bit per 4 KiB page (32 MiB each for a 1 TiB guest); range operations work a byte
 (8 pages) at a time, so touching or discarding a 2 MiB block is a slice assignment.
+
+**Host page size** (``host_pages``): 1 (4 KiB pages), or 512 / 262144 for huge pages.
+
+- *THP* (``hugetlb=False``): a touch of an aligned 2 MiB range the host does not back at all
+  (and has not swapped) faults in one host huge page, backing all of it
+  (``do_huge_pmd_anonymous_page``); otherwise 4 KiB pages. A discard of a whole huge page frees it
+  at once (``zap_huge_pmd``). A partial discard splits it: RSS drops by the discarded part, but
+  those pages stay allocated on the host (``deferred``) until the deferred-split shrinker runs
+  under memory pressure (``release_deferred``). Swapping a subpage out splits it too.
+- *hugetlbfs* (``hugetlb=True``): every touch backs a whole host page from the hugetlb pool; a
+  discard that is not aligned to the page size is skipped, as QEMU's
+  ``virtio_balloon_handle_report`` does ("simply ignore unaligned memory regions"), and an aligned
+  one returns the page to the pool (``pool_returned_pages``), not to the host's free memory.
+  hugetlb pages are never swapped.
+
+**Age** (``track_age``): a bit per page the guest touched since the host last looked, as the
+EPT accessed bits ``kvm_age_gfn`` reads; eviction gives a touched page a second chance.
 """
 
 from __future__ import annotations
@@ -59,34 +76,54 @@ def _byte_mask(byte: int, start: int, end: int) -> int:
     return ((1 << (high - low)) - 1) << low
 
 
-Touches = tuple[int, int, int, int]  # first touches, refaults, swap-ins, remaps
-UNTOUCHED: Touches = (0, 0, 0, 0)  # a touch of pages the host backs and maps: nothing to do
+# 4 KiB first touches, 4 KiB refaults, swap-ins, remaps, host huge pages faulted in
+Touches = tuple[int, int, int, int, int]
+UNTOUCHED: Touches = (0, 0, 0, 0, 0)  # a touch of pages the host backs and maps: nothing to do
 
 
 class GuestBacking:
     """Backed and discarded guest pages, with RSS and fault counts."""
 
     __slots__ = (
+        "_accessed",
         "_backed",
         "_discarded",
         "_evict_hand",
+        "_huge",
         "_lazy",
         "_swapped",
+        "deferred_pages",
         "discarded_pages",
         "first_touches",
+        "host_pages",
+        "huge_faults",
+        "hugetlb",
         "lazy_pages",
+        "pool_returned_pages",
         "refaults",
         "rss_pages",
+        "skipped_discards",
         "swap_ins",
         "swap_outs",
         "swapped_pages",
         "total_pages",
     )
 
-    def __init__(self, total_pages: int) -> None:
+    def __init__(self, total_pages: int, host_pages: int = 1, *, hugetlb: bool = False) -> None:
         if total_pages <= 0:
             raise ValueError(f"a guest needs at least one page, got {total_pages}")
+        if host_pages < 1 or host_pages & (host_pages - 1) or (hugetlb and host_pages == 1):
+            raise ValueError(f"a host page is a power of two of 4 KiB pages, got {host_pages}")
         self.total_pages = total_pages
+        self.host_pages = host_pages
+        self.hugetlb = hugetlb
+        regions = -(-total_pages // host_pages)
+        self._huge = bytearray((regions + 7) // 8) if host_pages > 1 else bytearray()
+        self._accessed = bytearray()  # allocated by track_age
+        self.deferred_pages = 0  # split off huge pages: out of RSS, still allocated
+        self.pool_returned_pages = 0  # hugetlb pages discards gave back to the pool
+        self.huge_faults = 0
+        self.skipped_discards = 0  # hugetlbfs discards QEMU skipped as unaligned
         self._backed = bytearray((total_pages + 7) // 8)
         self._discarded = bytearray((total_pages + 7) // 8)
         # Allocated on first use (a host memory limit, MADV_FREE): most runs never need them,
@@ -111,16 +148,60 @@ class GuestBacking:
 
     def prefault(self) -> None:
         """Back every page before the guest runs (QEMU -mem-prealloc): in RSS, not counted as
-        the guest's first touches."""
+        the guest's first touches (in host huge pages where the host has them)."""
         _fill(self._backed, 0, self.total_pages, True)
+        if self._huge:
+            _fill(self._huge, 0, -(-self.total_pages // self.host_pages), True)
         self.rss_pages = self.total_pages
 
+    def track_age(self) -> None:
+        """Keep accessed bits from now on (a host that must choose what to reclaim)."""
+        if not self._accessed:
+            self._accessed = bytearray(len(self._backed))
+            _fill(self._accessed, 0, self.total_pages, True)
+
+    @property
+    def in_use_pages(self) -> int:
+        """Host memory this guest holds: RSS, plus split-off pages the shrinker has not freed."""
+        return self.rss_pages + self.deferred_pages
+
+    def release_deferred(self) -> int:
+        """The deferred-split shrinker frees split-off pages (under memory pressure)."""
+        released, self.deferred_pages = self.deferred_pages, 0
+        return released
+
+    def _fault_huge(self, pfn: int, end: int) -> int:
+        """Back with one host page each region touching [pfn, end) that the host does not back
+        at all and has not swapped; returns how many."""
+        size, backed = self.host_pages, self._backed
+        faulted = 0
+        for region in range(pfn // size, (end - 1) // size + 1):
+            start, stop = region * size, min((region + 1) * size, self.total_pages)
+            if _count_bits(backed, start, stop):
+                continue
+            if self.swapped_pages and _count_bits(self._swapped, start, stop):
+                continue  # a range with swap entries has a page table: no huge page (4 KiB)
+            refaulted = _count_bits(self._discarded, start, stop)
+            _fill(backed, start, stop, True)
+            if refaulted:
+                _fill(self._discarded, start, stop, False)
+            self._huge[region >> 3] |= 1 << (region & 7)
+            self.rss_pages += stop - start
+            self.refaults += refaulted
+            self.first_touches += stop - start - refaulted
+            faulted += 1
+        self.huge_faults += faulted
+        return faulted
+
     def touch(self, pfn: int, count: int = 1) -> Touches:
-        """The guest writes pages [pfn, pfn+count): (first touches, refaults, swap-ins,
-        remaps: pages the host had MADV_FREEd and reclaim had not taken, still backed but
-        unmapped from the guest, so each touch is an EPT-violation exit)."""
+        """The guest writes pages [pfn, pfn+count): (4 KiB first touches, 4 KiB refaults,
+        swap-ins, remaps: pages the host had MADV_FREEd and reclaim had not taken, still backed
+        but unmapped from the guest, so each touch is an EPT-violation exit; and host huge
+        pages faulted in)."""
         self._check(pfn, count)
         end = pfn + count
+        if self._accessed:
+            _fill(self._accessed, pfn, end, True)
         cancelled = 0
         if self.lazy_pages:  # a write cancels a lazy free that reclaim has not taken yet
             cancelled = _count_bits(self._lazy, pfn, end)
@@ -129,7 +210,10 @@ class GuestBacking:
                 self.lazy_pages -= cancelled
         already = _count_bits(self._backed, pfn, end)
         if already == count:
-            return (0, 0, 0, cancelled) if cancelled else UNTOUCHED
+            return (0, 0, 0, cancelled, 0) if cancelled else UNTOUCHED
+        huge = self._fault_huge(pfn, end) if self.host_pages > 1 else 0
+        if huge:
+            already = _count_bits(self._backed, pfn, end)
         refaulted = _count_bits(self._discarded, pfn, end)
         swapped = _count_bits(self._swapped, pfn, end) if self.swapped_pages else 0
         new = count - already
@@ -138,19 +222,25 @@ class GuestBacking:
             _fill(self._discarded, pfn, end, False)
         if swapped:
             _fill(self._swapped, pfn, end, False)
-        return self._count_touches(new - refaulted - swapped, refaulted, swapped, cancelled)
+        return self._count_touches(new - refaulted - swapped, refaulted, swapped, cancelled, huge)
 
     def touch_pages(self, pfns: Iterable[int]) -> Touches:
         """Touch single pages (an order-0 fault each), counted as ``touch`` counts them."""
         backed, discarded, swapped, lazy = self._backed, self._discarded, self._swapped, self._lazy
-        first = refaults = swap_ins = remaps = 0
+        accessed, size = self._accessed, self.host_pages
+        first = refaults = swap_ins = remaps = huge = 0
         for pfn in pfns:
             byte, bit = pfn >> 3, 1 << (pfn & 7)
+            if accessed:
+                accessed[byte] |= bit
             if backed[byte] & bit:
                 if self.lazy_pages and lazy[byte] & bit:
                     lazy[byte] &= ~bit & 0xFF
                     self.lazy_pages -= 1
                     remaps += 1
+                continue
+            if size > 1 and self._fault_huge(pfn, pfn + 1):
+                huge += 1
                 continue
             backed[byte] |= bit
             if discarded[byte] & bit:
@@ -161,15 +251,17 @@ class GuestBacking:
                 swap_ins += 1
             else:
                 first += 1
-        return self._count_touches(first, refaults, swap_ins, remaps)
+        return self._count_touches(first, refaults, swap_ins, remaps, huge)
 
-    def _count_touches(self, first: int, refaults: int, swap_ins: int, remaps: int) -> Touches:
+    def _count_touches(
+        self, first: int, refaults: int, swap_ins: int, remaps: int, huge: int
+    ) -> Touches:
         self.rss_pages += first + refaults + swap_ins
         self.first_touches += first
         self.refaults += refaults
         self.swap_ins += swap_ins
         self.swapped_pages -= swap_ins
-        return first, refaults, swap_ins, remaps
+        return first, refaults, swap_ins, remaps, huge
 
     def discard(self, pfn: int, count: int, *, lazy: bool = False) -> int:
         """The host drops pages [pfn, pfn+count): returns the pages whose mapping into the
@@ -178,10 +270,15 @@ class GuestBacking:
         ``MADV_DONTNEED`` (the default) frees them at once; swapped-out pages in the range lose
         their swap slots too. ``lazy`` is ``MADV_FREE``: the pages stay in RSS, marked free,
         until reclaim takes them (first, and without swapping) or a guest write cancels it; the
-        mmu notifier still unmaps them from the guest (``madvise_free_single_vma``).
+        mmu notifier still unmaps them from the guest (``madvise_free_single_vma``). On
+        hugetlbfs a range not aligned to the host page is skipped (``skipped_discards``).
         """
         self._check(pfn, count)
         end = pfn + count
+        size = self.host_pages
+        if self.hugetlb and (pfn % size or count % size):
+            self.skipped_discards += 1
+            return 0
         if lazy:
             if not self._lazy:
                 self._lazy = bytearray(len(self._backed))
@@ -191,6 +288,8 @@ class GuestBacking:
                 self._lazy[byte] |= mask
                 unmapped += mask.bit_count()
             self.lazy_pages += unmapped
+            if self._huge and (pfn % size or count % size):
+                self._split(pfn, end, freed_from_rss=False)
             return unmapped
         if self.swapped_pages:
             swapped = _count_bits(self._swapped, pfn, end)
@@ -199,6 +298,8 @@ class GuestBacking:
                 self.swapped_pages -= swapped
         freed = _count_bits(self._backed, pfn, end)
         if freed:
+            if self._huge:
+                self._split(pfn, end, freed_from_rss=True)
             # Only pages that were backed can refault; a never-touched page stays a first touch.
             backed, discarded = self._backed, self._discarded
             for byte in range(pfn >> 3, ((end - 1) >> 3) + 1):
@@ -209,29 +310,58 @@ class GuestBacking:
                 _fill(self._lazy, pfn, end, False)
                 self.lazy_pages -= dropped
             self.rss_pages -= freed
-            self.discarded_pages += freed
+            if self.hugetlb:
+                self.pool_returned_pages += freed
+            else:
+                self.discarded_pages += freed
         return freed
+
+    def _split(self, pfn: int, end: int, *, freed_from_rss: bool) -> None:
+        """Host huge pages overlapping [pfn, end): one wholly inside is freed whole (or, on
+        hugetlbfs, returned to the pool); one the range only partly covers is split, and the
+        part ``freed_from_rss`` leaves RSS but stays allocated until the deferred-split
+        shrinker runs (``deferred_split_huge_page``)."""
+        size, huge = self.host_pages, self._huge
+        for region in range(pfn // size, (end - 1) // size + 1):
+            if not huge[region >> 3] & (1 << (region & 7)):
+                continue
+            start, stop = region * size, min((region + 1) * size, self.total_pages)
+            whole = pfn <= start and stop <= end
+            if whole and not freed_from_rss:
+                continue  # MADV_FREE of a whole huge page keeps it whole (lazyfree THP)
+            huge[region >> 3] &= ~(1 << (region & 7)) & 0xFF
+            if not whole and freed_from_rss:
+                self.deferred_pages += _count_bits(self._backed, max(pfn, start), min(end, stop))
 
     def evict(self, pages: int) -> int:
         """Swap out up to ``pages`` backed pages (host reclaim): returns how many.
 
         Lazily freed (MADV_FREE) pages go first, dropped without I/O. Then the host, which sees
-        only guest-physical pages and not whether the guest uses them, swaps pages out in address
-        order from a moving hand (a CLOCK with no reference bits).
+        only guest-physical pages and not whether the guest uses them, swaps out pages from a
+        moving hand: with accessed bits (``track_age``), a page touched since the hand last
+        passed gets a second chance (its bit is cleared, as ``kvm_age_gfn`` clears the EPT
+        accessed bit), so the victims are the pages untouched longest. hugetlb pages are never
+        swapped; swapping a subpage of a host huge page splits it.
         """
+        if self.hugetlb:
+            return 0
         freed = self._drop_lazy(pages)
         if not self._swapped:
             self._swapped = bytearray(len(self._backed))
-        backed, swapped = self._backed, self._swapped
+        backed, swapped, accessed = self._backed, self._swapped, self._accessed
         size = len(backed)
         evicted = 0
         pages -= freed
-        for _ in range(size):
+        for _ in range(2 * size):  # twice round: the second pass finds the bits cleared
             if evicted >= pages:
                 break
             byte = self._evict_hand
             self._evict_hand = (byte + 1) % size
             bits = backed[byte]
+            if accessed:
+                young = bits & accessed[byte]
+                accessed[byte] &= ~bits & 0xFF
+                bits &= ~young
             if not bits:
                 continue
             if evicted + bits.bit_count() > pages:  # take only the low bits still needed
@@ -240,6 +370,9 @@ class GuestBacking:
                     keep &= keep - 1
                 bits ^= keep
                 self._evict_hand = byte
+            if self._huge:
+                region = (byte << 3) // self.host_pages
+                self._huge[region >> 3] &= ~(1 << (region & 7)) & 0xFF
             backed[byte] &= ~bits & 0xFF
             swapped[byte] |= bits
             evicted += bits.bit_count()
@@ -273,3 +406,73 @@ class GuestBacking:
 
     def is_backed(self, pfn: int) -> bool:
         return bool(self._backed[pfn >> 3] & (1 << (pfn & 7)))
+
+
+class HostMemory:
+    """The memory of a host shared by its guests: a limit, Linux's watermarks on it, and swap.
+
+    - **Direct reclaim**: a guest fault that finds the host's free memory below its min
+      watermark reclaims until it is back there, on the faulting vCPU, which pays for the
+      swap-out it causes (``swap_ns_per_page``, the swap device's write bandwidth).
+    - **kswapd**: woken every interval, it reclaims while free memory is below the low
+      watermark, up to the high one, as fast as the swap device writes: no vCPU pays.
+
+    Reclaim first frees split-off huge pages (the deferred-split shrinker), then MADV_FREEd
+    pages (no I/O), then swaps out the largest guest's pages, oldest first.
+    """
+
+    def __init__(
+        self, limit_pages: int, watermarks: tuple[int, int, int], swap_ns_per_page: int
+    ) -> None:
+        self.backings: list[GuestBacking] = []
+        self.limit_pages = limit_pages  # 0: unlimited
+        self.min_pages, self.low_pages, self.high_pages = watermarks
+        self.swap_ns_per_page = swap_ns_per_page
+        self.direct_reclaims = 0
+
+    def add(self, backing: GuestBacking) -> None:
+        """A guest's memory, on this host (its pages aged once the host has a limit)."""
+        self.backings.append(backing)
+        if self.limit_pages:
+            backing.track_age()
+
+    @property
+    def in_use_pages(self) -> int:
+        return sum(backing.in_use_pages for backing in self.backings)
+
+    @property
+    def free_pages(self) -> int:
+        return self.limit_pages - self.in_use_pages
+
+    def direct_reclaim(self) -> int:
+        """A guest fault allocated host memory: the ns of direct reclaim its vCPU spends (0
+        with no limit, or while free memory stays above the min watermark)."""
+        if not self.limit_pages:
+            return 0
+        short = self.min_pages - self.free_pages
+        if short <= 0:
+            return 0
+        self.direct_reclaims += 1
+        return self.reclaim(short) * self.swap_ns_per_page
+
+    def kswapd(self, budget_pages: int) -> int:
+        """Background reclaim: below the low watermark, up to the high one, within a budget of
+        pages written to swap; returns the pages written."""
+        if not self.limit_pages or self.free_pages >= self.low_pages:
+            return 0
+        return self.reclaim(min(self.high_pages - self.free_pages, budget_pages))
+
+    def reclaim(self, pages: int) -> int:
+        """Free ``pages`` of host memory; returns how many were written to swap."""
+        for backing in self.backings:
+            pages -= backing.release_deferred()
+        written = 0
+        while pages > 0:
+            largest = max(self.backings, key=lambda backing: backing.in_use_pages)
+            before = largest.swap_outs
+            taken = largest.evict(pages)
+            if not taken:
+                break
+            written += largest.swap_outs - before
+            pages -= taken
+        return written

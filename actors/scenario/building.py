@@ -8,9 +8,9 @@ import functools
 import attrs
 
 from pagehint.protocol.messages import WakeWorker
-from pagehint.protocol.units import pages
+from pagehint.protocol.units import PAGE_SIZE, pages
 from pagehint.protocol.virtqueue import VirtQueue
-from pagehint.runtime import ActorSystem, stream_for
+from pagehint.runtime import NS_PER_S, ActorSystem, stream_for
 from pagehint.runtime.harness.config import ConfigError
 
 from .. import workloads
@@ -22,9 +22,9 @@ from ..device import (
     negotiate,
 )
 from ..host import Fault, Host, HostedGuest
-from ..mm.buddy import BuddyAllocator
+from ..mm.buddy import BuddyAllocator, Watermarks
 from ..mm.costs import Costs
-from ..mm.host_memory import GuestBacking
+from ..mm.host_memory import GuestBacking, HostMemory
 from ..mm.kernels import KERNELS
 from ..mm.pcp import PerCpuPages
 from ..monitor import Monitor
@@ -34,6 +34,7 @@ from ..workloads import Trace, TraceError, TraceEvent, parse_perf_script
 from ..zone import Zone
 from .effective import Hinting, pcp_sizes, resolve
 from .schema import (
+    HOST_BACKINGS,
     Churn,
     Idle,
     Memhog,
@@ -146,6 +147,7 @@ def _build_guest(
     system: ActorSystem,
     scenario: Scenario,
     costs: Costs,
+    host_memory: HostMemory,
     hinting: Hinting,
     index: int,
     prefix: str,
@@ -159,7 +161,9 @@ def _build_guest(
         shuffle=guest.shuffle,
         rng=stream_for(run.seed, "shuffle", index) if guest.shuffle else None,
     )
-    backing = GuestBacking(total)
+    host_pages, hugetlb = HOST_BACKINGS[scenario.host.backing]
+    backing = GuestBacking(total, host_pages, hugetlb=hugetlb)
+    host_memory.add(backing)
     if scenario.host.prealloc:  # QEMU's qemu_prealloc_mem touches every page of the RAM block
         backing.prefault()
     zone = system.spawn(Zone(f"{prefix}zone", allocator, costs))
@@ -180,6 +184,7 @@ def _build_guest(
                 ),
                 costs,
                 PerCpuPages(kernel.pcp_rules, sizes, pcp_orders),
+                host_memory if host_memory.limit_pages else None,
             )
         )
         for cpu in range(guest.vcpus)
@@ -235,9 +240,12 @@ def _build_guest(
 def build(system: ActorSystem, scenario: Scenario) -> Machine:
     """Spawn every guest's actors and the host."""
     hinting, costs = resolve(scenario), scenario.costs.resolve()
+    host_memory = _host_memory(scenario, costs)
     count = scenario.host.guests
     guests = [
-        _build_guest(system, scenario, costs, hinting, index, f"g{index}." if count > 1 else "")
+        _build_guest(
+            system, scenario, costs, host_memory, hinting, index, f"g{index}." if count > 1 else ""
+        )
         for index in range(count)
     ]
     hosted = [
@@ -267,8 +275,9 @@ def build(system: ActorSystem, scenario: Scenario) -> Machine:
             "host",
             hosted,
             costs,
-            memory_limit_pages=pages(scenario.host.memory),
+            memory=host_memory,
             lazy_free=scenario.host.discard == "free",
+            inhibited=scenario.host.inhibit_discards,
             reclaim_interval_ns=scenario.host.reclaim_interval,
             faults=faults,
         )
@@ -276,6 +285,19 @@ def build(system: ActorSystem, scenario: Scenario) -> Machine:
     for guest in guests:
         guest.device.host = host
     return Machine(guests, host)
+
+
+def _host_memory(scenario: Scenario, costs: Costs) -> HostMemory:
+    """The host's memory: its limit, Linux's watermarks on it, and its swap device's speed."""
+    host = scenario.host
+    limit = pages(host.memory)
+    if not limit:
+        return HostMemory(0, (0, 0, 0), 0)
+    marks = Watermarks.linux_default(limit)
+    swap_ns: int = costs.swap_out_4k
+    if host.swap_bandwidth is not None:
+        swap_ns = -(-PAGE_SIZE * NS_PER_S // host.swap_bandwidth)
+    return HostMemory(limit, (marks.min, marks.low, marks.high), swap_ns)
 
 
 def build_guest(system: ActorSystem, scenario: Scenario) -> Guest:

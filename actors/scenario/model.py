@@ -147,6 +147,8 @@ class GuestModel:
             summary["throughput_rel_to_none"] = 1.0
             for phase in summary.get("phases", ()):
                 phase["throughput_rel_to_none"] = 1.0
+        for warning in summary.get("warnings", ()):
+            system.log.warning("run_warning", message=warning)
         system.log.info("run_end", **{k: v for k, v in summary.items() if k != "about"})
         return summary
 

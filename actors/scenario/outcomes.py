@@ -50,9 +50,14 @@ ABOUT = {
     "virtio": "kicks (VM exits), interrupts, reports submitted, device resets",
     "host": (
         "discards (ranges), refaults (touches of discarded pages), swap_ins, swapped_bytes, "
-        "rss_bytes_end, rss_bytes_peak, first_touches, remaps (touches of pages MADV_FREEd but "
-        "not reclaimed), tlb_flushes (discards that removed guest mappings), shootdowns (vCPUs "
-        "in guest mode those flushes interrupted)"
+        "rss_bytes_end, rss_bytes_peak, first_touches, in_use_bytes_end (host memory the guests "
+        "hold: RSS plus split-off huge-page parts the deferred-split shrinker has not freed, "
+        "deferred_split_bytes), huge_faults (host huge pages faulted in), hugetlb_returned_bytes "
+        "(hugetlbfs pages discards returned to the pool, not to the host's free memory), "
+        "discards_skipped (reported ranges hugetlbfs could not discard, unaligned), swap_outs, "
+        "direct_reclaims (faults that reclaimed host memory themselves), remaps (touches of "
+        "pages MADV_FREEd but not reclaimed), tlb_flushes (discards that removed guest "
+        "mappings), shootdowns (vCPUs in guest mode those flushes interrupted)"
     ),
     "workload": "faults, faults_per_s_per_vcpu (will-it-scale's figure), loops, oom_kills",
     "cpu_time_ns": (
@@ -71,6 +76,7 @@ ABOUT = {
     ),
     "zone": "zone-lock detail: requests, utilisation, hold and queue depth, failed allocations",
     "guests": "per-guest summaries when the host holds several guests",
+    "warnings": "what the run could not do as the scenario asked (absent when nothing)",
     "invariant_violations": "0 in any completed run: a violation fails the run (exit 1)",
 }
 
@@ -194,6 +200,13 @@ def summarise_guests(
             "lazy_free_bytes": sum(b.lazy_pages for b in backings) * PAGE_SIZE,
             "rss_bytes_end": sum(b.rss_pages for b in backings) * PAGE_SIZE,
             "rss_bytes_peak": int(max((value for _, value in rss), default=0)) * PAGE_SIZE,
+            "in_use_bytes_end": sum(b.in_use_pages for b in backings) * PAGE_SIZE,
+            "deferred_split_bytes": sum(b.deferred_pages for b in backings) * PAGE_SIZE,
+            "huge_faults": sum(b.huge_faults for b in backings),
+            "hugetlb_returned_bytes": sum(b.pool_returned_pages for b in backings) * PAGE_SIZE,
+            "discards_skipped": sum(b.skipped_discards for b in backings),
+            "swap_outs": sum(b.swap_outs for b in backings),
+            "direct_reclaims": host.memory.direct_reclaims,
             "remaps": sum(vcpu.counters.host_remaps for vcpu in vcpus),
             "tlb_flushes": sum(guest.tlb_flushes for guest in hosted),
             "shootdowns": sum(guest.shootdowns for guest in hosted),
@@ -220,6 +233,14 @@ def summarise_guests(
         "hinting_cpu_ns": guest_time["hinting"],
         "invariant_violations": 0,
     }
+    skipped = sum(b.skipped_discards for b in backings)
+    if skipped:
+        discarded = sum(guest.discards for guest in hosted)
+        nothing = "; nothing was discarded" if not discarded else ""
+        summary["warnings"] = [
+            f"hugetlbfs backing: QEMU skipped {skipped:,} reported range(s) not aligned to the "
+            f"host's huge page (virtio_balloon_handle_report){nothing}"
+        ]
     if any(vcpu.phases for vcpu in vcpus):
         summary["phases"] = phase_figures(vcpus, elapsed_ns)
     return summary
@@ -336,10 +357,12 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
             f"phase {phase['index']} ({phase['name']}): faults/s/vCPU",
             f"{phase['faults_per_s_per_vcpu']:,.0f} over {phase['vcpu_s']:.3g} vCPU-s",
         )
+    for warning in summary.get("warnings", ()):
+        table.add_row("[yellow]warning[/yellow]", warning)
     if host["swap_ins"] or host["swapped_bytes"]:
         table.add_row(
-            "host swap-ins / swapped",
-            f"{host['swap_ins']:,} / {format_size(host['swapped_bytes'])}",
+            "host swap-outs / swap-ins / swapped",
+            f"{host['swap_outs']:,} / {host['swap_ins']:,} / {format_size(host['swapped_bytes'])}",
         )
     return table
 

@@ -38,6 +38,13 @@ from ..mm.profiles import cost_rules, costs_for, default_profile, profiles
 from .effective import check_hinting, pcp_sizes
 
 DEFAULT_DESIGN = "page_reporting"
+# host.backing -> (host page size in 4 KiB pages, hugetlbfs)
+HOST_BACKINGS: dict[str, tuple[int, bool]] = {
+    "4k": (1, False),
+    "thp": (512, False),
+    "hugetlb-2m": (512, True),
+    "hugetlb-1g": (1 << 18, True),
+}
 
 
 class KernelName(str):
@@ -226,7 +233,9 @@ class HostSection:
     guests: int = 1
     """Identical guests on this host (each with its own seed streams)."""
     memory: Bytes = Bytes(0)
-    """Host memory for guests; 0 is unlimited. Over it, the host swaps guest pages out."""
+    """Host memory for guests; 0 is unlimited. Below its low watermark (Linux's formula on this
+    size) kswapd swaps guest pages out; below its min watermark a faulting vCPU reclaims
+    itself (direct reclaim) and pays for the swap-out."""
     discard: Literal["dontneed", "free"] = "dontneed"
     """How reported ranges are discarded: MADV_DONTNEED (freed at once) or MADV_FREE (lazily,
     under memory pressure; a guest write first cancels it)."""
@@ -237,7 +246,18 @@ class HostSection:
     page_poison: bool = True
     """The host offers VIRTIO_BALLOON_F_PAGE_POISON (QEMU page-poison, default on)."""
     reclaim_interval: Nanos = Nanos(1_000_000)
-    """How often the host checks its memory limit."""
+    """How often the host's kswapd wakes to check its watermarks (with host.memory)."""
+    backing: str = "thp"
+    """What backs guest memory on the host: "4k" pages, "thp" (transparent huge pages where a
+    whole aligned 2MiB is touched), "hugetlb-2m" or "hugetlb-1g" (hugetlbfs: QEMU skips a
+    reported range not aligned to the page, and a discarded page returns to the pool)."""
+    inhibit_discards: bool = False
+    """A device is assigned through VFIO: QEMU acknowledges each report without discarding
+    (virtio_balloon_inhibited()). Measures a design's guest-side cost alone."""
+    swap_bandwidth: Bytes | None = None
+    """Bytes per second the host's swap device writes (with host.memory): what direct reclaim
+    costs the faulting vCPU and how fast kswapd reclaims; unset: the cost profile's
+    (costs.swap_out_4k)."""
     stagger: Nanos = Nanos(0)
     """Guest i starts its workload i x stagger late, so guests do not run in lockstep."""
     prealloc: bool = False
@@ -623,6 +643,12 @@ def _check_host(scenario: Scenario) -> list[str]:
         )
     if host.reclaim_interval <= 0:
         problems.append("host.reclaim_interval: must be positive")
+    if host.backing not in HOST_BACKINGS:
+        problems.append(
+            f"host.backing: unknown backing {host.backing!r}; known: {', '.join(HOST_BACKINGS)}"
+        )
+    if host.memory and host.swap_bandwidth is not None and host.swap_bandwidth <= 0:
+        problems.append("host.swap_bandwidth: must be positive when host.memory sets a limit")
     for index, fault in enumerate(scenario.faults):
         if fault.kind in ("stall", "slowdown") and fault.duration <= 0:
             problems.append(f"faults[{index}].duration: a {fault.kind} needs a positive duration")

@@ -48,6 +48,7 @@ class GuestParams:
     pcp_rules: PcpRules
     pcp_sizes: PcpSizes
     pcp_orders: tuple[int, ...] = (0,)
+    host_pages: int = 512  # host THP backing
     max_order: int = 11
     pageblock_order: int = 9
 
@@ -210,11 +211,12 @@ class Vcpu:
             self.faults += block_pages
             yield self.env.timeout(costs.touch_ns(op.order, op.copy) + host_ns)
 
-    def host_cost(self, first: int, refaults: int, swap_ins: int, remaps: int) -> int:
+    def host_cost(self, first: int, refaults: int, swap_ins: int, remaps: int, huge: int) -> int:
         """What the host's side of a touch costs this vCPU: backing new or discarded pages,
         reading swapped ones back, mapping back pages it had MADV_FREEd."""
         costs = self.costs
-        cost = costs.host_fault_ns(first + refaults) + swap_ins * costs.swap_in_4k
+        cost = costs.host_fault_ns(first + refaults, huge, self.backing.host_pages)
+        cost += swap_ins * costs.swap_in_4k
         return cost + costs.host_remap_ns(remaps) if remaps else cost
 
     def unmap(self, region: int) -> Process:
@@ -288,7 +290,7 @@ def run_guest(
     started, started_cpu = time.perf_counter(), time.process_time()
     env = simpy.Environment()
     allocator = BuddyAllocator(params.total_pages, params.max_order, params.pageblock_order)
-    backing = GuestBacking(params.total_pages)
+    backing = GuestBacking(params.total_pages, params.host_pages)
     zone = Zone(env, allocator, params.costs)
     boot_order = min(params.pageblock_order, params.max_order - 1)
     boot_blocks = zone.take_at_boot(params.boot_pages, boot_order)
