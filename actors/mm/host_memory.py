@@ -394,6 +394,9 @@ class GuestBacking:
                 discarded[byte] |= bits
                 lazy[byte] = 0
                 dropped += bits.bit_count()
+                if self._huge:  # reclaim takes the subpages: the huge page is split
+                    region = (byte << 3) // self.host_pages
+                    self._huge[region >> 3] &= ~(1 << (region & 7)) & 0xFF
         self.lazy_pages -= dropped
         self.rss_pages -= dropped
         self.discarded_pages += dropped

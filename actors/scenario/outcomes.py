@@ -72,7 +72,9 @@ ABOUT = {
     "phases": (
         "a phased workload's phases in order: vcpus that ran each (its tasks), vcpu_s (their "
         "vCPU-seconds in it), faults, faults_per_s_per_vcpu (faults per vCPU-second), loops, "
-        "cpu_time_ns, throughput_rel_to_none (with a baseline run)"
+        "cpu_time_ns, start_s and end_s (when its first vCPU started it and its last one "
+        "ended it: a phase that ends before the run does completed then), "
+        "throughput_rel_to_none (with a baseline run)"
     ),
     "zone": "zone-lock detail: requests, utilisation, hold and queue depth, failed allocations",
     "guests": "per-guest summaries when the host holds several guests",
@@ -252,6 +254,8 @@ def phase_figures(vcpus: Sequence[VCpu], elapsed_ns: int) -> list[dict[str, Any]
     phases: dict[int, dict[str, Any]] = {}
     for vcpu in vcpus:
         marks = vcpu.phases
+        if not marks:
+            continue  # not started yet (a staggered guest)
         now = (elapsed_ns, vcpu.counters.faults, vcpu.counters.loops)
         ends = [(m.start_ns, m.faults, m.loops, m.cpu) for m in marks[1:]]
         ends.append((*now, tuple(vcpu.cpu.settled(elapsed_ns))))
@@ -266,11 +270,15 @@ def phase_figures(vcpus: Sequence[VCpu], elapsed_ns: int) -> list[dict[str, Any]
                     "vcpu_s": 0.0,
                     "faults": 0,
                     "loops": 0,
+                    "start_s": mark.start_ns / NS_PER_S,
+                    "end_s": 0.0,
                     "cpu_time_ns": dict.fromkeys(KINDS, 0),
                 },
             )
             phase["vcpus"] += 1
             phase["vcpu_s"] += (end_ns - mark.start_ns) / NS_PER_S
+            phase["start_s"] = min(phase["start_s"], mark.start_ns / NS_PER_S)
+            phase["end_s"] = max(phase["end_s"], end_ns / NS_PER_S)
             phase["faults"] += faults - mark.faults
             phase["loops"] += loops - mark.loops
             for kind, before, after in zip(KINDS, mark.cpu, cpu, strict=True):
@@ -356,6 +364,14 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         table.add_row(
             f"phase {phase['index']} ({phase['name']}): faults/s/vCPU",
             f"{phase['faults_per_s_per_vcpu']:,.0f} over {phase['vcpu_s']:.3g} vCPU-s",
+        )
+    for name, guest in summary.get("guests", {}).items():
+        done = [p for p in guest.get("phases", ()) if p["vcpus"]]
+        took = f"{done[-1]['end_s'] - done[0]['start_s']:.3g}s, " if done else ""
+        gh = guest["host"]
+        table.add_row(
+            f"  {name}: phases took, swap-outs / swap-ins",
+            f"{took}{gh['swap_outs']:,} / {gh['swap_ins']:,}",
         )
     for warning in summary.get("warnings", ()):
         table.add_row("[yellow]warning[/yellow]", warning)
