@@ -333,8 +333,9 @@ class GuestBacking:
             if not whole and freed_from_rss:
                 self.deferred_pages += _count_bits(self._backed, max(pfn, start), min(end, stop))
 
-    def evict(self, pages: int) -> int:
-        """Swap out up to ``pages`` backed pages (host reclaim): returns how many.
+    def evict(self, pages: int, sweeps: int = 2) -> int:
+        """Swap out up to ``pages`` backed pages (host reclaim), the hand going round at most
+        ``sweeps`` times: returns how many.
 
         Lazily freed (MADV_FREE) pages go first, dropped without I/O. Then the host, which sees
         only guest-physical pages and not whether the guest uses them, swaps out pages from a
@@ -352,7 +353,7 @@ class GuestBacking:
         size = len(backed)
         evicted = 0
         pages -= freed
-        for _ in range(2 * size):  # twice round: the second pass finds the bits cleared
+        for _ in range(sweeps * size):  # a second sweep finds the bits the first cleared
             if evicted >= pages:
                 break
             byte = self._evict_hand
@@ -421,7 +422,7 @@ class HostMemory:
       watermark, up to the high one, as fast as the swap device writes: no vCPU pays.
 
     Reclaim first frees split-off huge pages (the deferred-split shrinker), then MADV_FREEd
-    pages (no I/O), then swaps out the largest guest's pages, oldest first.
+    pages (no I/O), then swaps out the pages untouched longest, whichever guest holds them.
     """
 
     def __init__(
@@ -432,6 +433,7 @@ class HostMemory:
         self.min_pages, self.low_pages, self.high_pages = watermarks
         self.swap_ns_per_page = swap_ns_per_page
         self.direct_reclaims = 0
+        self._hand = 0  # the guest reclaim looks at next
 
     def add(self, backing: GuestBacking) -> None:
         """A guest's memory, on this host (its pages aged once the host has a limit)."""
@@ -470,12 +472,20 @@ class HostMemory:
         for backing in self.backings:
             pages -= backing.release_deferred()
         written = 0
-        while pages > 0:
-            largest = max(self.backings, key=lambda backing: backing.in_use_pages)
-            before = largest.swap_outs
-            taken = largest.evict(pages)
-            if not taken:
-                break
-            written += largest.swap_outs - before
+        # A global clock over the guests' pages: the hand stays on a guest while it yields
+        # old pages and moves on when a sweep of it finds none (having aged them), so the
+        # victims are the pages untouched longest on the whole host, whichever guest holds them.
+        count = len(self.backings)
+        idle_sweeps = 0
+        while pages > 0 and idle_sweeps < 2 * count:
+            backing = self.backings[self._hand]
+            before = backing.swap_outs
+            taken = backing.evict(pages, 1)
+            written += backing.swap_outs - before
             pages -= taken
+            if taken:
+                idle_sweeps = 0
+            else:
+                idle_sweeps += 1
+                self._hand = (self._hand + 1) % count
         return written
