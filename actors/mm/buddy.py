@@ -147,16 +147,17 @@ class Watermarks:
             )
 
     @classmethod
-    def linux_default(cls, total_pages: int) -> Watermarks:
+    def linux_default(cls, total_pages: int, scale_factor: int = 10) -> Watermarks:
         """What ``init_per_zone_wmark_min`` + ``__setup_per_zone_wmarks`` give a lone zone.
 
         min_free_kbytes = int_sqrt(kbytes * 16) clamped to [128, 262144]; low and high add
-        max(min / 4, pages * watermark_scale_factor / 10000) once and twice (factor 10).
+        max(min / 4, pages * watermark_scale_factor / 10000) once and twice (factor 10 by
+        default, vm.watermark_scale_factor).
         """
         total_kbytes = total_pages * 4
         min_free_kbytes = min(max(math.isqrt(total_kbytes * 16), 128), 262144)
         wmin = min_free_kbytes // 4
-        step = max(wmin // 4, total_pages * 10 // 10000)
+        step = max(wmin // 4, total_pages * scale_factor // 10000)
         return cls(min=wmin, low=wmin + step, high=wmin + 2 * step)
 
 

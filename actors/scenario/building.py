@@ -293,7 +293,7 @@ def _host_memory(scenario: Scenario, costs: Costs) -> HostMemory:
     limit = pages(host.memory)
     if not limit:
         return HostMemory(0, (0, 0, 0), 0)
-    marks = Watermarks.linux_default(limit)
+    marks = Watermarks.linux_default(limit, host.watermark_scale_factor)
     swap_ns: int = costs.swap_out_4k
     if host.swap_bandwidth is not None:
         swap_ns = -(-PAGE_SIZE * NS_PER_S // host.swap_bandwidth)

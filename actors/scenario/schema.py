@@ -254,6 +254,10 @@ class HostSection:
     inhibit_discards: bool = False
     """A device is assigned through VFIO: QEMU acknowledges each report without discarding
     (virtio_balloon_inhibited()). Measures a design's guest-side cost alone."""
+    watermark_scale_factor: int = 10
+    """The host's vm.watermark_scale_factor (Linux's default, 10): how far apart its min, low
+    and high watermarks on host.memory are (__setup_per_zone_wmarks), hence when kswapd starts
+    and stops. kswapd's scan rate is host.swap_bandwidth over host.reclaim_interval."""
     swap_bandwidth: Bytes | None = None
     """Bytes per second the host's swap device writes (with host.memory): what direct reclaim
     costs the faulting vCPU and how fast kswapd reclaims; unset: the cost profile's
@@ -647,6 +651,9 @@ def _check_host(scenario: Scenario) -> list[str]:
         problems.append(
             f"host.backing: unknown backing {host.backing!r}; known: {', '.join(HOST_BACKINGS)}"
         )
+    factor = host.watermark_scale_factor
+    if not 1 <= factor <= 3000:  # the sysctl's range (mm/page_alloc.c)
+        problems.append(f"host.watermark_scale_factor: must be within 1..3000, got {factor}")
     if host.memory and host.swap_bandwidth is not None and host.swap_bandwidth <= 0:
         problems.append("host.swap_bandwidth: must be positive when host.memory sets a limit")
     for index, fault in enumerate(scenario.faults):
