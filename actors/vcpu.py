@@ -39,6 +39,7 @@ class VcpuCounters:
     host_refaults: int = 0
     host_swap_ins: int = 0
     host_remaps: int = 0  # touches of pages the host had MADV_FREEd (and not yet reclaimed)
+    thp_fallbacks: int = 0  # THP faults served with 4 KiB pages (THP_FAULT_FALLBACK)
 
 
 @attrs.frozen
@@ -76,6 +77,7 @@ class VCpu(Actor):
         self.host = host  # the host's memory, when it has a limit (direct reclaim)
         self._next_vmstat_ns = VMSTAT_INTERVAL_NS if pcp.rules == "auto" else None
         self.regions: dict[int, tuple[int, list[int]]] = {}  # region -> (order, pfns)
+        self.fallbacks: dict[int, list[int]] = {}  # region -> its THP faults' 4 KiB fallbacks
         self.counters = VcpuCounters()
         self.mapped_pages = 0
         self.cpu = CpuTime()  # where this vCPU's time goes; other actors charge it too
@@ -231,22 +233,30 @@ class VCpu(Actor):
         cached = pcp.holds(op.order)
         per_block = self.costs.touch_ns(op.order, op.copy)
         for _ in range(-(-op.pages // block_pages)):
+            got: tuple[int, ...] | list[int] = ()
             if cached:
-                if not pcp.lists[op.order] and not await self._refill(op.order):
-                    await self._out_of_memory(op)
-                    return
-                got: tuple[int, ...] | list[int] = pcp.take(op.order, 1)
+                if pcp.lists[op.order] or await self._refill(op.order):
+                    got = pcp.take(op.order, 1)
             else:
                 got = await self._zone_alloc(op.order, 1, FAULT)
-                if not got:
-                    await self._out_of_memory(op)
-                    return
+            if not got:  # VM_FAULT_FALLBACK: do_huge_pmd_anonymous_page found no huge page
+                if not await self._fall_back(op, block_pages):
+                    return  # not even 4 KiB pages: the OOM killer took the task
+                continue
             mapped.append(got[0])
             self.mapped_pages += block_pages
             touched = backing.touch(got[0], block_pages)
             host_ns = self._host_faults(*touched) if touched != UNTOUCHED else 0
             counters.faults += block_pages
             await self._spend(per_block + host_ns, FAULT)
+
+    async def _fall_back(self, op: Map, pages: int) -> bool:
+        """A THP fault that got no huge page is served with ``pages`` 4 KiB pages, as
+        ``handle_pte_fault`` does after ``VM_FAULT_FALLBACK``; False: those failed too."""
+        self.counters.thp_fallbacks += 1
+        small = self.fallbacks.setdefault(op.region, [])
+        await self._fault_small_pages(Map(op.region, pages, 0, op.copy), small)
+        return op.region in self.regions
 
     def _host_faults(self, first: int, refaults: int, swap_ins: int, remaps: int, huge: int) -> int:
         """Count what the host had to do for a touch, and return its cost to this vCPU (and,
@@ -268,6 +278,9 @@ class VCpu(Actor):
         entry = self.regions.pop(region, None)
         if entry is None:
             return
+        fallen_back = self.fallbacks.pop(region, None)
+        if fallen_back:
+            await self._free_small_pages(fallen_back)
         order, pfns = entry
         if order == 0:
             await self._free_small_pages(pfns)

@@ -157,7 +157,7 @@ class HintingWorker(Actor):
                 await self._report(token, batch)
             if batch.last:
                 break
-            if polls >= self.poll_budget:
+            if policy.budgeted and polls >= self.poll_budget:
                 counters.budget_exhausted += 1
                 self._wake_requested = True  # more work: poll again after yielding, as NAPI does
                 break

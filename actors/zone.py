@@ -139,6 +139,11 @@ class Zone(Actor):
     def lock(self) -> TimedLock:
         return TimedLock(self.clock)
 
+    def hold_ns_until(self, end_ns: int) -> int:
+        """Time the lock was held up to ``end_ns``: a hold running past it counts up to it."""
+        overrun = self.lock.statistics().release_ns
+        return self.hold_total_ns - max(0, (overrun or 0) - end_ns)
+
     @property
     def queued(self) -> int:
         """Requests waiting for the lock, and messages not yet taken up."""

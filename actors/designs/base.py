@@ -96,6 +96,8 @@ class Policy:
     allocations_per_report: ClassVar[int] = 0  # pages allocated (and freed) per report
     kernel_knobs: ClassVar[tuple[str, ...]] = ()  # own knobs whose unset value the kernel sets
     runs_inline: ClassVar[bool] = False  # hints on the freeing CPU, not in a worker it queues
+    budgeted: ClassVar[bool] = True  # the worker's poll_budget caps its reports per wake-up
+    excludes_shuffle: ClassVar[str] = ""  # why it cannot run with guest.shuffle (empty: it can)
     sorts_reports: ClassVar[bool] = False  # sorts each report's entries (charged per entry)
 
     @classmethod

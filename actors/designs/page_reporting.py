@@ -68,6 +68,9 @@ class PageReportingPolicy(Policy):
     default_delay_ns = 2 * NS_PER_S  # PAGE_REPORTING_DELAY (2 * HZ)
     returns_memory = True
     kernel_knobs = ("tail_placement",)
+    # page_reporting_process has no per-wake-up cap: its own limit is the budget per free list
+    # (DIV_ROUND_UP(nr_free, capacity * 16) reports) and a re-request after the delay.
+    budgeted = False
 
     @classmethod
     def kernel_defaults(cls, config: PageReportingConfig, kernel: KernelProfile) -> Any:

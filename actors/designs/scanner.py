@@ -32,6 +32,11 @@ class ScannerPolicy(Policy):
         "and -2 blocks up to the batch, offline and tail-enqueue on return"
     )
     Config = ScannerConfig
+    excludes_shuffle = (
+        "its offline pages are enqueued at the tail of their free list so that allocation takes "
+        "the others first; shuffling scatters them (the seed thread: 'make the features "
+        "mutually exclusive')"
+    )
     returns_memory = True
 
     @classmethod

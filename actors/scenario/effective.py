@@ -95,6 +95,11 @@ def check_hinting(scenario: Scenario) -> list[str]:
                 f"policy.capacity: a report of {limits.capacity} blocks does not fit the "
                 f"virtqueue (virtio.queue_size = {size})"
             )
+    if scenario.guest.shuffle and hinting.design.excludes_shuffle:
+        problems.append(
+            f"guest.shuffle: design {hinting.design.name!r} cannot run with a shuffled free "
+            f"list: {hinting.design.excludes_shuffle}"
+        )
     return problems + hinting.design.check(config, limits)
 
 

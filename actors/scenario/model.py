@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 from rich.table import Table
 
+from pagehint.protocol.units import format_duration
 from pagehint.runtime import ActorSystem
 from pagehint.runtime.harness.config import ConfigError, explain, structure
 
@@ -25,7 +26,7 @@ from ..designs.registry import installed_designs
 from ..mm.kernels import KERNELS
 from ..mm.profiles import profiles
 from .building import build, read_trace
-from .effective import applied
+from .effective import applied, resolve
 from .outcomes import format_metric, headline, summarise, summary_table
 from .schema import CONVERTER, Phases, Scenario, TraceReplay, check_scenario
 
@@ -34,6 +35,25 @@ def _with_trace_resolved(workload: TraceReplay, base: Path) -> TraceReplay:
     path = str((base / workload.path).resolve())
     read_trace(path)
     return attrs.evolve(workload, path=path)
+
+
+def _degenerate(config: Scenario) -> list[str]:
+    """What makes a run's figures come from nothing: too short to sample, or to let the design
+    run at all."""
+    run, said = config.run, []
+    if run.duration < run.sample_interval:
+        said.append(
+            f"run.duration ({format_duration(run.duration)}) is shorter than run.sample_interval "
+            f"({format_duration(run.sample_interval)}): memory was sampled only at the end, so "
+            "the times to return mean nothing"
+        )
+    delay = resolve(config).limits.delay_ns
+    if config.policy.name != "none" and run.duration <= delay:
+        said.append(
+            f"run.duration ({format_duration(run.duration)}) is not longer than the design's "
+            f"delay ({format_duration(delay)}): it never ran"
+        )
+    return said
 
 
 class GuestModel:
@@ -147,7 +167,10 @@ class GuestModel:
             summary["throughput_rel_to_none"] = 1.0
             for phase in summary.get("phases", ()):
                 phase["throughput_rel_to_none"] = 1.0
-        for warning in summary.get("warnings", ()):
+        warnings = [*summary.get("warnings", ()), *_degenerate(config)]
+        if warnings:
+            summary["warnings"] = warnings
+        for warning in warnings:
             system.log.warning("run_warning", message=warning)
         system.log.info("run_end", **{k: v for k, v in summary.items() if k != "about"})
         return summary

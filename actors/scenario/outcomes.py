@@ -59,7 +59,11 @@ ABOUT = {
         "pages MADV_FREEd but not reclaimed), tlb_flushes (discards that removed guest "
         "mappings), shootdowns (vCPUs in guest mode those flushes interrupted)"
     ),
-    "workload": "faults, faults_per_s_per_vcpu (will-it-scale's figure), loops, oom_kills",
+    "workload": (
+        "faults, faults_per_s_per_vcpu (will-it-scale's figure), loops, oom_kills, "
+        "thp_fallbacks (THP faults served with 4 KiB pages for want of a huge page, "
+        "THP_FAULT_FALLBACK)"
+    ),
     "cpu_time_ns": (
         "where the vCPUs' time went, ns, for the guest and per vCPU; the kinds of each vCPU sum "
         "to the time simulated: work (the workload's computation and munmap), fault (page "
@@ -76,9 +80,16 @@ ABOUT = {
         "ended it: a phase that ends before the run does completed then), "
         "throughput_rel_to_none (with a baseline run)"
     ),
-    "zone": "zone-lock detail: requests, utilisation, hold and queue depth, failed allocations",
+    "zone": (
+        "zone-lock detail: requests, lock_utilisation (the share of the run the lock was held: "
+        "a hold running past the end counts up to it, so at most 1), hold and queue depth, "
+        "failed allocations"
+    ),
     "guests": "per-guest summaries when the host holds several guests",
-    "warnings": "what the run could not do as the scenario asked (absent when nothing)",
+    "warnings": (
+        "what the run could not do as the scenario asked, or why some figures mean nothing "
+        "(a run shorter than run.sample_interval or than the design's delay); absent when none"
+    ),
     "invariant_violations": "0 in any completed run: a violation fails the run (exit 1)",
 }
 
@@ -219,11 +230,13 @@ def summarise_guests(
             "faults_per_s_per_vcpu": round(faults / len(vcpus) / seconds, 1),
             "loops": sum(vcpu.counters.loops for vcpu in vcpus),
             "oom_kills": sum(vcpu.counters.ooms for vcpu in vcpus),
+            "thp_fallbacks": sum(vcpu.counters.thp_fallbacks for vcpu in vcpus),
         },
         "zone": {
             "requests": wait.count,
             "lock_utilisation": round(
-                sum(zone.hold_total_ns for zone in zones) / (elapsed_ns * len(zones)), 4
+                sum(zone.hold_ns_until(elapsed_ns) for zone in zones) / (elapsed_ns * len(zones)),
+                4,
             ),
             "lock_wait_ns": wait.summary(),
             "lock_hold_ns": _merged([zone.lock_hold_ns for zone in zones]).summary(),

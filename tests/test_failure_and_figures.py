@@ -1,0 +1,97 @@
+"""Allocation failure as Linux handles it, corrections to the designs, and figures that mean what
+they say (issue 15, in part: THP fallback, the poll budget, scanner and shuffling, lock
+utilisation, degenerate runs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pagehint.actors.scenario import Scenario, build_guest
+from pagehint.runtime import ActorSystem
+from pagehint.runtime.harness.cli import main
+
+from conftest import load_scenario, run_scenario
+
+
+def small(**sections: Any) -> Scenario:
+    base = {
+        "run": {"duration": "20ms", "baseline": False, "sample_interval": "5ms"},
+        "guest": {"memory": "256MiB", "vcpus": 1, "boot_memory": "16MiB", "kernel": "5.10"},
+        "workload": {"name": "page_fault1", "thp": True, "mapping": "8MiB"},
+        "policy": {"name": "none"},
+    }
+    return load_scenario(base, **sections)
+
+
+async def test_a_thp_fault_on_a_fragmented_guest_falls_back_to_4k_pages(
+    actor_system: ActorSystem,
+) -> None:
+    guest = build_guest(actor_system, small())
+    zone, allocator = guest.zone, guest.zone.allocator
+    # Fragment the guest: take every free page, give back every other one. No order-9 block
+    # is left, but half the memory is free in 4 KiB pages.
+    taken = zone.take_at_boot(allocator.free_pages, 0)
+    for pfn in taken[::2]:
+        allocator.free(pfn, 0, notify=False)
+    zone.held_by["boot"] -= len(taken[::2])
+    assert allocator.nr_free(9) == allocator.nr_free(10) == 0
+    await actor_system.sleep_ns(20_000_000)
+    vcpu = guest.vcpus[0]
+    assert vcpu.counters.thp_fallbacks > 0  # THP_FAULT_FALLBACK, not an OOM kill
+    assert vcpu.counters.ooms == 0 and vcpu.counters.loops > 0
+    guest.monitor.check_conservation()
+
+
+def test_page_reporting_keeps_the_kernel_s_budget_not_the_poll_budget() -> None:
+    config = small(
+        run={"duration": "300ms"},
+        guest={"memory": "8GiB"},
+        workload={"name": "idle"},
+        policy={"name": "page_reporting", "delay": "10ms", "poll_budget": 2},
+    )
+    worker = run_scenario(config)["worker"]
+    # The initial flush of an idle 8 GiB guest: about 2,000 free order-10 blocks, a budget of
+    # DIV_ROUND_UP(2000, 32 * 16) = 4 (+1) reports on that list alone in a pass.
+    assert worker["budget_exhausted"] == 0 and worker["polls_per_wakeup"] > 2
+    scanner = run_scenario(
+        small(
+            run={"duration": "300ms"},
+            workload={"name": "memhog", "size": "128MiB", "loops": 1},
+            policy={"name": "scanner", "poll_budget": 2, "batch": "4MiB"},
+        )
+    )["worker"]
+    assert scanner["budget_exhausted"] > 0  # a design that polls keeps the cap
+
+
+def test_the_scanner_refuses_a_shuffled_free_list(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["config", "--set", "policy.name=scanner", "--set", "guest.shuffle=true"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "guest.shuffle: design 'scanner' cannot run with a shuffled free list" in err
+
+
+def test_lock_utilisation_counts_a_hold_only_up_to_the_end_of_the_run() -> None:
+    # The first refill holds the lock for 63 x 10 ms, far past the 5 ms run.
+    config = small(
+        run={"duration": "5ms"},
+        workload={"name": "page_fault1", "thp": False, "mapping": "1MiB"},
+        costs={"zone_lock_per_block": "10ms"},
+        guest={"start_jitter": "0ns"},
+    )
+    summary = run_scenario(config)
+    assert summary["zone"]["lock_utilisation"] == 1.0  # held from t = 0 to the end
+
+
+def test_a_run_too_short_to_sample_or_to_let_the_design_run_says_so() -> None:
+    config = small(
+        run={"duration": "5ms", "sample_interval": "10ms"},
+        policy={"name": "page_reporting"},  # its 2 s delay
+    )
+    log_summary = run_scenario(config)
+    # run_scenario runs the model as pagehint run does: the warnings are in the summary.
+    warnings = log_summary["warnings"]
+    assert any("shorter than run.sample_interval" in warning for warning in warnings)
+    assert any("design's delay (2s): it never ran" in warning for warning in warnings)
+    assert "warnings" not in run_scenario(small())
