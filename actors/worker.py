@@ -92,6 +92,7 @@ class HintingWorker(Actor):
         self.counters = WorkerCounters()
         self.in_flight: dict[int, _InFlight] = {}
         self._next_token = 0
+        self._building: int | None = None  # a report filled over several lock holds
         self._wake_requested = False
         self._wake = trio.Event()
         self._completion = trio.Event()  # set on every completion: a full queue may have room
@@ -147,7 +148,9 @@ class HintingWorker(Actor):
         await self._zone_work(self._begin)
         polls = 0
         while True:
-            token, batch = await self._zone_work(self._fill)
+            token, batch, whole = await self._zone_work(self._fill)
+            if not whole:
+                continue  # a report still being filled, one lock hold per entry
             polls += 1
             counters.polls += 1
             self.log.info(
@@ -203,13 +206,29 @@ class HintingWorker(Actor):
         self.policy.begin_pass(allocator)
         return None, 1
 
-    def _fill(self, allocator: BuddyAllocator) -> tuple[tuple[int, Batch], int]:
-        batch = self.policy.fill(allocator)
-        token = self._next_token
-        if batch.blocks:
-            self._next_token += 1
-            self.in_flight[token] = _InFlight(batch, (), trio.Event())
-        return (token, batch), batch.examined
+    def _fill(self, allocator: BuddyAllocator) -> tuple[tuple[int, Batch, bool], int]:
+        """One poll: the design isolates under this lock hold. A report it fills over several
+        holds (``Batch.complete`` False) is in flight from its first entry, so the isolated
+        pages are always those of the reports in flight; the reply says whether it is whole."""
+        step = self.policy.fill(allocator)
+        whole = step.complete or step.last
+        token = self._building
+        if step.blocks:
+            if token is None:
+                token = self._building = self._next_token
+                self._next_token += 1
+                self.in_flight[token] = _InFlight(step, (), trio.Event())
+            else:
+                flight = self.in_flight[token]
+                blocks = flight.batch.blocks + step.blocks
+                flight.batch = attrs.evolve(step, blocks=blocks)
+        if token is None:
+            return (self._next_token, step, whole), step.examined
+        batch = attrs.evolve(self.in_flight[token].batch, last=step.last, complete=True)
+        self.in_flight[token].batch = batch
+        if whole:
+            self._building = None
+        return (token, batch, whole), step.examined
 
     def _drain(self, allocator: BuddyAllocator, done: ReportDone) -> tuple[None, int]:
         batch = self.in_flight[done.token].batch

@@ -95,3 +95,37 @@ def test_a_run_too_short_to_sample_or_to_let_the_design_run_says_so() -> None:
     assert any("shorter than run.sample_interval" in warning for warning in warnings)
     assert any("design's delay (2s): it never ran" in warning for warning in warnings)
     assert "warnings" not in run_scenario(small())
+
+
+def hinted_memhog(design: str, **policy: Any) -> Scenario:
+    return small(
+        run={"duration": "400ms"},
+        guest={"memory": "1GiB"},
+        workload={"name": "memhog", "size": "768MiB", "loops": 1},
+        policy={"name": design, **policy},
+    )
+
+
+async def test_bitmap_takes_the_zone_lock_once_per_bit(actor_system: ActorSystem) -> None:
+    guest = build_guest(actor_system, hinted_memhog("bitmap"))
+    await actor_system.sleep_ns(400_000_000)
+    worker = guest.worker
+    assert worker is not None and worker.counters.blocks >= 16
+    # Every bit it walked was one acquisition of the zone lock (v12's scan_zone_bitmap).
+    assert guest.zone.by_requester["worker"].wait_ns.count >= worker.counters.blocks
+    assert worker.counters.blocks > worker.counters.batches  # yet reports hold several
+
+
+async def test_percpu_capture_has_several_one_descriptor_reports_in_flight(
+    actor_system: ActorSystem,
+) -> None:
+    guest = build_guest(actor_system, hinted_memhog("percpu_capture", threshold=16))
+    worker = guest.worker
+    assert worker is not None
+    most = 0
+    for _ in range(4000):
+        await actor_system.sleep_ns(100_000)
+        assert all(len(flight.batch.blocks) == 1 for flight in worker.in_flight.values())
+        most = max(most, len(worker.in_flight))
+    assert worker.counters.batches == worker.counters.blocks > 1
+    assert most > 1

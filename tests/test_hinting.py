@@ -49,7 +49,7 @@ def test_every_design_gives_freed_memory_back(policy: str) -> None:
     summary = run_scenario(scenario(policy, guest={"memory": "4GiB"}, workload={"size": "640MiB"}))
     freed = 2 * 640 * MiB
     assert summary["memory_returned_bytes"] >= 0.75 * freed
-    assert summary["host"]["rss_bytes_end"] <= summary["host"]["rss_bytes_peak"] - 0.75 * freed
+    assert summary["host"]["rss_bytes_end"] <= summary["host"]["rss_bytes_peak"] - 0.7 * freed
     worker = summary["worker"]
     assert worker["wakeups"] >= 1 and worker["polls"] >= worker["batches"] >= 1
     assert summary["virtio"]["kicks"] >= 1 and summary["host"]["discards"] >= 1

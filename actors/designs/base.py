@@ -40,6 +40,8 @@ class Batch:
     blocks: tuple[Block, ...]
     examined: int  # list entries looked at under the lock (the lock hold cost)
     last: bool  # the pass ends after this report
+    complete: bool = True  # False: more entries of the same report follow, each under a lock
+    # hold of its own (a design that takes the zone lock per entry, as v12's bitmap does)
 
     @property
     def pages(self) -> int:

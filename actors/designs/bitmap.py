@@ -30,6 +30,7 @@ class BitmapPolicy(Policy):
     Config = BitmapConfig
     default_capacity = 16  # v12's PAGE_REPORTING_MAX_PAGES
     returns_memory = True
+    budgeted = False  # v12 walks the whole bitmap; no per-wake-up budget
 
     @classmethod
     def default_min_order(cls, max_order: int, pageblock_order: int) -> int:
@@ -41,6 +42,7 @@ class BitmapPolicy(Policy):
         self.bits: set[int] = set()  # chunk indices (pfn >> min_order) with the bit set
         self.requested = False
         self._scan: list[int] = []
+        self._in_report = 0  # entries of the report being filled
 
     def on_free(self, pfn: int, order: int, requester: str) -> bool:
         if order < self.min_order:
@@ -53,22 +55,30 @@ class BitmapPolicy(Policy):
 
     def begin_pass(self, allocator: BuddyAllocator) -> None:
         self._scan = sorted(self.bits, reverse=True)  # walked in pfn order, popped from the end
+        self._in_report = 0
 
     def fill(self, allocator: BuddyAllocator) -> Batch:
-        blocks: list[Block] = []
-        examined = 0
-        while self._scan and len(blocks) < self.capacity:
-            chunk = self._scan.pop()
-            self.bits.discard(chunk)  # bits are cleared when the page is hinted (or gone)
-            examined += 1
-            pfn = chunk << self.min_order
-            block = allocator.block_at(pfn)
-            if block.pfn != pfn or block.state is not BlockState.FREE or block.reported:
-                continue
-            if block.order >= self.min_order and allocator.isolate(pfn, block.order):
-                blocks.append((pfn, block.order))
-        return Batch(tuple(blocks), examined, last=not self._scan)
+        """One bit under one hold of the zone lock, as v12's scan_zone_bitmap takes and drops
+        the lock per set bit (Duyck's review: "bouncing the zone lock once per page"); a
+        report is whole at capacity or at the end of the bitmap."""
+        if not self._scan:
+            return Batch((), 0, last=True)
+        chunk = self._scan.pop()
+        self.bits.discard(chunk)  # bits are cleared when the page is hinted (or gone)
+        pfn = chunk << self.min_order
+        block = allocator.block_at(pfn)
+        taken: tuple[Block, ...] = ()
+        still_free = block.pfn == pfn and block.state is BlockState.FREE and not block.reported
+        if still_free and block.order >= self.min_order and allocator.isolate(pfn, block.order):
+            taken = ((pfn, block.order),)
+            self._in_report += 1
+        whole = self._in_report == self.capacity
+        if whole:
+            self._in_report = 0
+        return Batch(taken, 1, last=not self._scan, complete=whole)
 
     def end_pass(self) -> bool:
-        self.requested = len(self.bits) >= self.threshold
-        return self.requested
+        """Not re-armed: v12's worker runs again only when new frees set the threshold of
+        bits (on_free)."""
+        self.requested = False
+        return False

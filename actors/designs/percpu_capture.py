@@ -1,7 +1,7 @@
 """``percpu_capture``: Nitesh Narayan Lal's v9 series.
 
-Per-CPU arrays of freed MAX_ORDER-1 blocks, hinting at 128 captured, two allocations per hint,
-an asynchronous host.
+Per-CPU arrays of freed MAX_ORDER-1 blocks, hinting at 128 captured, one descriptor per report
+(several in flight), two allocations per hint, an asynchronous host.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class PercpuCapturePolicy(Policy):
         "when a threshold is captured, two allocations per report, an asynchronous host"
     )
     Config = PercpuCaptureConfig
-    default_capacity = 128  # a report takes what reached HINTING_THRESHOLD
+    default_capacity = 128  # a hint round takes what reached HINTING_THRESHOLD
     returns_memory = True
     synchronous = False
     allocations_per_report = 2  # "2 allocations that have to occur every time we provide a hint"
@@ -42,6 +42,7 @@ class PercpuCapturePolicy(Policy):
         self.threshold = config.threshold
         self.arrays: dict[str, list[Block]] = {}
         self._ready: list[str] = []  # CPUs whose array reached the threshold, in order
+        self._queue: list[Block] = []  # the array being hinted, a block per report
 
     def on_free(self, pfn: int, order: int, requester: str) -> bool:
         if order < self.min_order:
@@ -57,21 +58,22 @@ class PercpuCapturePolicy(Policy):
         return False
 
     def fill(self, allocator: BuddyAllocator) -> Batch:
-        while self._ready:
-            cpu = self._ready[0]
-            array = self.arrays[cpu]
-            captured = sorted(array[: self.capacity])
-            del array[: self.capacity]
-            if len(array) < self.threshold:
-                self._ready.pop(0)
-            blocks: list[Block] = []
-            for pfn, order in captured:
-                block = allocator.block_at(pfn)
-                # Still free at the captured order (it may since have been allocated or merged).
-                still_free = block.state is BlockState.FREE and not block.reported
-                same_block = (block.pfn, block.order) == (pfn, order)
-                if same_block and still_free and allocator.isolate(pfn, order):
-                    blocks.append((pfn, order))
-            if blocks:
-                return Batch(tuple(blocks), len(captured), last=not self._ready)
+        """One block per report: v9 hands the host one descriptor per hint, asynchronously,
+        so several reports are in flight at once. A CPU's array that reached the threshold
+        is taken whole and sorted, then hinted a block at a time."""
+        while self._queue or self._ready:
+            if not self._queue:
+                cpu = self._ready[0]
+                array = self.arrays[cpu]
+                self._queue = sorted(array[: self.capacity], reverse=True)  # popped from the end
+                del array[: self.capacity]
+                if len(array) < self.threshold:
+                    self._ready.pop(0)
+            pfn, order = self._queue.pop()
+            block = allocator.block_at(pfn)
+            # Still free at the captured order (it may since have been allocated or merged).
+            still_free = block.state is BlockState.FREE and not block.reported
+            same_block = (block.pfn, block.order) == (pfn, order)
+            if same_block and still_free and allocator.isolate(pfn, order):
+                return Batch(((pfn, order),), 1, last=not (self._queue or self._ready))
         return Batch((), 0, last=True)
