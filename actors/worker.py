@@ -135,9 +135,11 @@ class HintingWorker(Actor):
         return await self._zone_ask(ZoneWork(self.name, work, self.now_ns))
 
     async def _zone_ask(self, request: ZoneAlloc | ZoneFree | ZoneWork) -> Any:
-        """A zone request, on the worker's vCPU: the spin and the hold are its CPU time."""
+        """A zone request, on the worker's vCPU: it takes the zone lock itself, as a vCPU
+        does, and holds it until the release; the spin and the hold are its CPU time."""
         since = self.now_ns
-        result = await self.zone.ask(request)
+        result, release = await self.zone.request(request)
+        await self.clock.sleep_until_ns(release)
         self._ran(since)
         return result
 
