@@ -37,7 +37,8 @@ class CpuTime:
     _idle_taken: list[int] = attrs.field(factory=lambda: [0] * len(KINDS))  # by kind
     _plan_end: int = 0  # the end of the sleep in progress (its whole span is in totals)
     _plan: tuple[int, ...] = ()  # that sleep's segments in time order, flat: kind, ns, ...
-    waiting_since: int | None = None  # spinning on the zone lock since then
+    waiting_since: int | None = None  # spinning on the zone lock (or blocked) since then
+    waiting_kind: int = LOCK_WAIT  # what that wait counts as
 
     def in_guest_mode(self, now: int) -> bool:
         """Whether the vCPU runs guest code now (not halted): a TLB shootdown must IPI it."""
@@ -122,7 +123,7 @@ class CpuTime:
                 totals[kind] -= cut
                 deficit -= cut
         if self.waiting_since is not None:
-            totals[LOCK_WAIT] += now - self.waiting_since
+            totals[self.waiting_kind] += now - self.waiting_since
         return totals
 
     def by_kind(self, now: int) -> dict[str, int]:

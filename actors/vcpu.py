@@ -15,6 +15,7 @@ in the same sleep as the work that follows it (``_spend``): one scheduler pass p
 from __future__ import annotations
 
 import attrs
+import trio
 
 from pagehint.protocol.messages import ZoneAlloc, ZoneFree
 from pagehint.runtime import Actor
@@ -24,7 +25,7 @@ from .mm.buddy import InvariantViolation
 from .mm.costs import Costs
 from .mm.host_memory import UNTOUCHED, GuestBacking, HostMemory
 from .mm.pcp import Drain, PerCpuPages
-from .workloads import Loop, Map, Op, Phase, Think, Unmap, Workload
+from .workloads import Loop, Map, Op, Phase, Think, Unmap, Workload, idle
 from .zone import Zone
 
 VMSTAT_INTERVAL_NS = 1_000_000_000  # sysctl_stat_interval = HZ: vmstat_update once a second
@@ -40,6 +41,7 @@ class VcpuCounters:
     host_swap_ins: int = 0
     host_remaps: int = 0  # touches of pages the host had MADV_FREEd (and not yet reclaimed)
     thp_fallbacks: int = 0  # THP faults served with 4 KiB pages (THP_FAULT_FALLBACK)
+    false_ooms: int = 0  # OOM kills its faults caused that isolated memory would have spared
 
 
 @attrs.frozen
@@ -81,6 +83,10 @@ class VCpu(Actor):
         self.counters = VcpuCounters()
         self.mapped_pages = 0
         self.cpu = CpuTime()  # where this vCPU's time goes; other actors charge it too
+        self.siblings: list[VCpu] = [self]  # the guest's vCPUs (set when the guest is built)
+        self.oom_lock = trio.Lock()  # the guest's oom_lock (shared, set when it is built)
+        self.oom_killed = False  # chosen by the OOM killer: its workload ends
+        self.reaped = trio.Event()  # its memory is freed
         self.phases: list[PhaseMark] = []
         self._lock_release_ns = 0  # until then this vCPU still holds the zone lock
         self._hold_kind = FAULT  # what that hold was for
@@ -122,6 +128,11 @@ class VCpu(Actor):
                 self.log.info("phase", index=op.index, name=op.name, task=op.task)
             if self._next_vmstat_ns is not None and self.now_ns >= self._next_vmstat_ns:
                 await self._vmstat()
+            if self.oom_killed and not self.reaped.is_set():
+                await self._reap()
+                self.check_ledger()
+                op = next(self.workload)
+                continue
             self.check_ledger()
             op = self.workload.send(self.clock.now_ns())
 
@@ -200,13 +211,96 @@ class VCpu(Actor):
         else:
             await self._fault_large_blocks(op, mapped)
 
-    async def _refill(self, order: int) -> bool:
-        """Refill the empty list of ``order`` from the zone; False: the zone had nothing."""
+    async def _refill(self, order: int, fault: Map | None = None) -> bool:
+        """Refill the empty list of ``order`` from the zone. For order 0, when the zone has
+        nothing, as the allocator's slow path does: drain every CPU's lists into the zone
+        (``drain_all_pages``) and retry, then the OOM killer (``__alloc_pages_may_oom``). The
+        guest has no reclaimable memory (anonymous only), so ``should_reclaim_retry`` gives up
+        after the drain. False: no page (a THP falls back; a 4 KiB fault ends, its task killed)."""
         pcp = self.pcp
-        wanted = pcp.refill_size(order, self._zone_below_high())
-        refill = await self._zone_alloc(order, wanted, FAULT)
-        pcp.add(order, refill)
-        return bool(refill)
+        drained = False
+        while True:
+            wanted = pcp.refill_size(order, self._zone_below_high())
+            refill = await self._zone_alloc(order, wanted, FAULT)
+            if refill:
+                pcp.add(order, refill)
+                return True
+            if order or self.oom_killed:  # a THP does not OOM; a victim exits (ALLOC_OOM)
+                return False
+            if not drained:
+                drained = True
+                await self._drain_all_pages()
+                continue
+            if not await self._oom_kill(fault):
+                return False
+            drained = False
+
+    async def _drain_all_pages(self) -> None:
+        """``drain_all_pages``: every vCPU's per-CPU lists go back to the zone. The work runs
+        on each CPU (charged to it) while this one waits for it."""
+        held = self.zone.held_by
+        for vcpu in self.siblings:
+            drains = vcpu.pcp.take_all()
+            pages = sum(len(pfns) << order for order, pfns in drains)
+            if not pages:
+                continue
+            held[vcpu.name] -= pages  # the pages change hands at once: both ledgers stay true
+            held[self.name] = held.get(self.name, 0) + pages
+            since = self.now_ns
+            await self._give_back(drains, FAULT)
+            if vcpu is not self:
+                vcpu.cpu.charge(FAULT, self.now_ns - since, since)
+
+    async def _oom_kill(self, fault: Map | None) -> bool:
+        """``out_of_memory``, one at a time in the guest (``oom_lock``): the victim is the task
+        with the largest footprint among those running (oom_badness). True: a victim's memory
+        was freed, retry; False: this task was the victim."""
+        cpu = self.cpu
+        cpu.waiting_since, cpu.waiting_kind = self.now_ns, FAULT  # blocked in the allocator
+        try:
+            return await self._choose_victim(fault)
+        finally:
+            cpu.totals[FAULT] += self.now_ns - cpu.waiting_since
+            cpu.waiting_since, cpu.waiting_kind = None, LOCK_WAIT
+
+    async def _choose_victim(self, fault: Map | None) -> bool:
+        async with self.oom_lock:
+            if self.oom_killed:
+                return False
+            allocator = self.zone.allocator
+            spare = allocator.free_pages + allocator.isolated_pages - 1
+            false_oom = allocator.isolated_pages >= 1 and spare >= allocator.watermarks.min
+            self.counters.false_ooms += false_oom
+            now = self.now_ns
+            candidates = [
+                vcpu
+                for vcpu in self.siblings
+                if not vcpu.oom_killed and (vcpu is self or vcpu.cpu.in_guest_mode(now))
+            ]
+            victim = max(candidates, key=lambda vcpu: vcpu.mapped_pages)
+            victim.oom_killed = True
+            victim.counters.ooms += 1
+            self.log.warning(
+                "oom_kill",
+                region=-1 if fault is None else fault.region,
+                order=0,
+                pages=0 if fault is None else fault.pages,
+                victim=victim.name,
+                false_oom=false_oom,
+            )
+            if victim is self:
+                return False
+            await victim.reaped.wait()  # the victim exits at its next operation
+            return True
+
+    async def _reap(self) -> None:
+        """The OOM victim exits: every mapping and its per-CPU lists go back to the zone, its
+        workload ends and its vCPU halts."""
+        for region in list(self.regions):
+            await self._unmap(region)
+        await self._give_back(self.pcp.take_all(), WORK)
+        self.workload = idle()
+        self.reaped.set()
 
     async def _fault_small_pages(self, op: Map, mapped: list[int]) -> None:
         pcp, counters, costs = self.pcp, self.counters, self.costs
@@ -214,9 +308,8 @@ class VCpu(Actor):
         hot = pcp.lists[0]
         needed = op.pages
         while needed:
-            if not hot and not await self._refill(0):
-                await self._out_of_memory(op)
-                return
+            if not hot and not await self._refill(0, op):
+                return  # the OOM killer took this task: it exits after the operation
             chunk = pcp.take(0, needed)
             take = len(chunk)
             mapped.extend(chunk)
@@ -256,7 +349,7 @@ class VCpu(Actor):
         self.counters.thp_fallbacks += 1
         small = self.fallbacks.setdefault(op.region, [])
         await self._fault_small_pages(Map(op.region, pages, 0, op.copy), small)
-        return op.region in self.regions
+        return not self.oom_killed
 
     def _host_faults(self, first: int, refaults: int, swap_ins: int, remaps: int, huge: int) -> int:
         """Count what the host had to do for a touch, and return its cost to this vCPU (and,
@@ -304,9 +397,3 @@ class VCpu(Actor):
             self.mapped_pages -= len(chunk)
             await self._give_back(pcp.free(0, chunk, self._zone_below_high()), WORK)
             await self._spend(len(chunk) * per_page, WORK)
-
-    async def _out_of_memory(self, op: Map) -> None:
-        """The fault cannot be served: the OOM killer takes the task and its mapping goes."""
-        self.counters.ooms += 1
-        self.log.warning("oom_kill", region=op.region, order=op.order, pages=op.pages)
-        await self._unmap(op.region)

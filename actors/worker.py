@@ -51,6 +51,7 @@ class WorkerCounters:
     dropped: int = 0  # reports lost to a device reset: their pages were put back unreported
     queue_full: int = 0
     budget_exhausted: int = 0
+    failed_allocations: int = 0  # the design's own allocations the zone could not serve
     fill_total: float = 0.0  # sum of each report's fill ratio
 
     @property
@@ -177,6 +178,8 @@ class HintingWorker(Actor):
             flight.scratch = await self._zone_ask(
                 ZoneAlloc(self.name, 0, policy.allocations_per_report, self.now_ns)
             )
+            if len(flight.scratch) < policy.allocations_per_report:
+                counters.failed_allocations += 1
         per_entry = self.costs.report_per_entry + (
             self.costs.sort_per_entry if policy.sorts_reports else 0
         )

@@ -132,6 +132,16 @@ class PerCpuPages:
         self.free_count >>= min(taken, 63)
         return chunk
 
+    def take_all(self) -> list[Drain]:
+        """Empty every list (``drain_all_pages``): what goes back to the zone, by order."""
+        drains: list[Drain] = []
+        for order, pfns in self.lists.items():
+            if pfns:
+                drains.append((order, pfns[:]))
+                self.count -= len(pfns) << order
+                del pfns[:]  # in place: a caller may hold the list
+        return drains
+
     # -- freeing -------------------------------------------------------------------------
     def free(self, order: int, pfns: list[int], zone_below_high: bool = False) -> list[Drain]:
         """Free blocks of ``order`` to the hot end, one ``free_unref_page_commit`` each;

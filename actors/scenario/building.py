@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 
 import attrs
+import trio
 
 from pagehint.protocol.messages import WakeWorker
 from pagehint.protocol.units import PAGE_SIZE, pages
@@ -189,6 +190,9 @@ def _build_guest(
         )
         for cpu in range(guest.vcpus)
     ]
+    oom_lock = trio.Lock()  # one OOM kill at a time in the guest
+    for vcpu in vcpus:
+        vcpu.siblings, vcpu.oom_lock = vcpus, oom_lock
     host_features = {VIRTIO_BALLOON_F_PAGE_POISON} if scenario.host.page_poison else set()
     if scenario.host.reporting:
         host_features.add(VIRTIO_BALLOON_F_REPORTING)

@@ -37,7 +37,11 @@ ABOUT = {
     "throughput_rel_to_none": (
         "guest faults per second relative to the same scenario and seed with policy none"
     ),
-    "false_ooms": "allocations that failed while isolated (being hinted) memory would have served",
+    "false_ooms": (
+        "OOM kills the workload's faults caused while isolated (being hinted) memory would have "
+        "served the allocation; the hinting worker's own failed allocations are "
+        "worker.failed_allocations, never false OOMs"
+    ),
     "peak_isolated_bytes": "most guest memory isolated for hinting at once (summed over guests)",
     "lock_wait_ns": "zone-lock wait of every request, ns (p50, p99, max)",
     "lock_wait_ns_by_requester": "zone-lock wait by requester class (vcpu, worker), ns",
@@ -61,7 +65,8 @@ ABOUT = {
     ),
     "workload": (
         "faults, faults_per_s_per_vcpu (will-it-scale's figure), loops, oom_kills, "
-        "thp_fallbacks (THP faults served with 4 KiB pages for want of a huge page, "
+        "oom_victims (the vCPUs whose task the OOM killer took: their workload ended and they "
+        "halted), thp_fallbacks (THP faults served with 4 KiB pages for want of a huge page, "
         "THP_FAULT_FALLBACK)"
     ),
     "cpu_time_ns": (
@@ -179,7 +184,7 @@ def summarise_guests(
         "time_to_return_s": returned,
         "returnable_peak_bytes": peak * PAGE_SIZE,
         "throughput_rel_to_none": None,
-        "false_ooms": sum(zone.false_ooms for zone in zones),
+        "false_ooms": sum(vcpu.counters.false_ooms for vcpu in vcpus),
         "peak_isolated_bytes": sum(zone.peak_isolated_pages for zone in zones) * PAGE_SIZE,
         "lock_wait_ns": _wait(wait),
         "lock_wait_ns_by_requester": {group: stats["wait_ns"] for group, stats in by_class.items()},
@@ -197,6 +202,7 @@ def summarise_guests(
             "queue_full": sum(w.counters.queue_full for w in workers),
             "budget_exhausted": sum(w.counters.budget_exhausted for w in workers),
             "lost_hints": sum(guest.policy.lost_hints for guest in guests),
+            "failed_allocations": sum(w.counters.failed_allocations for w in workers),
         },
         "virtio": {
             "reports": sum(g.device.counters.reports for g in guests),
@@ -231,6 +237,7 @@ def summarise_guests(
             "loops": sum(vcpu.counters.loops for vcpu in vcpus),
             "oom_kills": sum(vcpu.counters.ooms for vcpu in vcpus),
             "thp_fallbacks": sum(vcpu.counters.thp_fallbacks for vcpu in vcpus),
+            "oom_victims": [vcpu.name for vcpu in vcpus if vcpu.oom_killed],
         },
         "zone": {
             "requests": wait.count,
