@@ -40,6 +40,8 @@ class Monitor(Actor):
         self.free_pages = TimeSeries(interval_ns)
         self.wasted_pages = TimeSeries(interval_ns)  # free in the guest, yet backed on the host
         self.returned_pages = TimeSeries(interval_ns)  # given back by discards, cumulative
+        # free in the guest, yet held by the host, resident or swapped: what hinting can return
+        self.returnable_pages = TimeSeries(interval_ns)
         self.samples = 0
 
     async def run(self) -> None:
@@ -61,6 +63,7 @@ class Monitor(Actor):
         self.free_pages.record(now, free)
         self.wasted_pages.record(now, wasted)
         self.returned_pages.record(now, self.backing.discarded_pages)
+        self.returnable_pages.record(now, wasted + self.backing.swapped_pages)
         self.log.info(
             "sample",
             rss_pages=rss,
@@ -69,6 +72,7 @@ class Monitor(Actor):
             reported_pages=allocator.reported_pages,
             wasted_pages=wasted,
             returned_pages=self.backing.discarded_pages,
+            swapped_pages=self.backing.swapped_pages,
             pcp_pages=sum(vcpu.pcp.count for vcpu in self.vcpus),
             lent_pages=sum(self.zone.held_by.values()),
             total_pages=allocator.total_pages,

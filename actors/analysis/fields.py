@@ -14,6 +14,7 @@ SAMPLE_FIELDS = (
     "reported_pages",
     "wasted_pages",
     "returned_pages",
+    "swapped_pages",
     "pcp_pages",
     "lent_pages",
     "total_pages",

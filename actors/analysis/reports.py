@@ -55,21 +55,21 @@ _LEVELS = ("50", "90", "99")
 _RETURN = f"""
     WITH tot AS (
         SELECT run, t, sum(wasted_pages) AS wasted, sum(rss_pages) AS rss,
-            sum(returned_pages) AS returned
+            sum(wasted_pages + coalesce(swapped_pages, 0)) AS held
         FROM sample_series GROUP BY run, t
     ), peak AS (
-        SELECT run, max(wasted) AS peak, max(rss) AS rss_peak,
+        SELECT run, max(held) AS peak, max(rss) AS rss_peak,
             arg_max(rss, t) AS rss_end, arg_max(wasted, t) AS wasted_end
         FROM tot GROUP BY run
     ), peak_at AS (
-        SELECT tot.run, min(tot.t) AS peak_at, arg_min(tot.returned, tot.t) AS returned_at_peak
-        FROM tot JOIN peak ON tot.run = peak.run AND tot.wasted = peak.peak GROUP BY tot.run
+        SELECT tot.run, min(tot.t) AS peak_at
+        FROM tot JOIN peak ON tot.run = peak.run AND tot.held = peak.peak GROUP BY tot.run
     ), levels AS (
         SELECT tot.run,
             {
     ", ".join(
         f"min(tot.t) FILTER (WHERE tot.t >= peak_at.peak_at "
-        f"AND tot.returned - peak_at.returned_at_peak >= peak.peak * {level} / 100) AS t{level}"
+        f"AND tot.held * 100 <= peak.peak * {100 - int(level)}) AS t{level}"
         for level in _LEVELS
     )
 }
@@ -119,9 +119,9 @@ def _return_notes(db: LogDB) -> list[str]:
     ]
     if mismatched:
         notes.append(
-            f"t50/t90/t99 differ from the run_end summary in {_runs(mismatched)}: both count "
-            "what discards gave back after the peak of free-but-backed memory (sample lines' "
-            "returned_pages), so a difference means samples are missing from the log"
+            f"t50/t90/t99 differ from the run_end summary in {_runs(mismatched)}: both measure "
+            "the fall of free memory the host holds (sample lines' wasted_pages + "
+            "swapped_pages) from its peak, so a difference means samples are missing from the log"
         )
     return notes
 

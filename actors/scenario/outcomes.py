@@ -30,10 +30,13 @@ ABOUT = {
     "policy": "the hinting design (none is the baseline)",
     "memory_returned_bytes": "guest memory the host discarded (freed from RSS) over the run",
     "time_to_return_s": (
-        "seconds from the peak of free-but-backed guest memory until discards had given the host "
-        "50/90/99% of that peak back; null when not reached (or nothing to return)"
+        "seconds from the peak of guest memory free in the guest yet held by the host (resident, "
+        "or swapped out) until it had fallen by 50/90/99% of that peak; null when not reached "
+        "(or nothing to return). Memory swapped out still counts as held (host.swapped_bytes)"
     ),
-    "returnable_peak_bytes": "peak of guest memory that was free in the guest yet backed on host",
+    "returnable_peak_bytes": (
+        "peak of guest memory that was free in the guest yet held by the host (resident or swapped)"
+    ),
     "throughput_rel_to_none": (
         "guest faults per second relative to the same scenario and seed with policy none"
     ),
@@ -110,22 +113,20 @@ def _wait(histogram: Histogram) -> dict[str, int]:
     return {"p50": histogram.quantile(0.5), "p99": histogram.quantile(0.99), "max": histogram.max}
 
 
-def time_to_return(
-    wasted: Sequence[tuple[int, float]], returned: Sequence[tuple[int, float]]
-) -> tuple[dict[str, float | None], int]:
-    """Seconds from the peak of free-but-backed memory until the host had been given back
-    50/90/99% of that peak by discards (memory the guest merely reused does not count)."""
+def time_to_return(held: Sequence[tuple[int, float]]) -> tuple[dict[str, float | None], int]:
+    """Seconds from the peak of guest memory that is free yet held by the host (resident, or
+    swapped out) until it had fallen by 50/90/99% of that peak: memory the host got back. A
+    looping workload that takes memory back does not count it twice; swapping does not count
+    as returning."""
     result: dict[str, float | None] = dict.fromkeys(RETURN_LEVELS)
-    if not wasted:
+    if not held:
         return result, 0
-    peak_at, peak = max(wasted, key=lambda sample: (sample[1], -sample[0]))
+    peak_at, peak = max(held, key=lambda sample: (sample[1], -sample[0]))
     if peak <= 0:
         return result, 0
-    at_peak = next((value for t_ns, value in returned if t_ns >= peak_at), 0)
     for level in RETURN_LEVELS:
-        target = peak * int(level) / 100
-        for t_ns, value in returned:
-            if t_ns >= peak_at and value - at_peak >= target:
+        for t_ns, value in held:
+            if t_ns >= peak_at and value * 100 <= peak * (100 - int(level)):  # exact, in ints
                 result[level] = round((t_ns - peak_at) / NS_PER_S, 6)
                 break
     return result, int(peak)
@@ -165,10 +166,7 @@ def summarise_guests(
         }
         for group in groups
     }
-    returned, peak = time_to_return(
-        _summed_series([g.monitor.wasted_pages for g in guests]),
-        _summed_series([g.monitor.returned_pages for g in guests]),
-    )
+    returned, peak = time_to_return(_summed_series([g.monitor.returnable_pages for g in guests]))
     rss = _summed_series([guest.monitor.rss_pages for guest in guests])
     wakeups = sum(worker.counters.wakeups for worker in workers)
     polls = sum(worker.counters.polls for worker in workers)
