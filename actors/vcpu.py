@@ -25,7 +25,7 @@ from .mm.buddy import InvariantViolation
 from .mm.costs import Costs
 from .mm.host_memory import UNTOUCHED, GuestBacking, HostMemory
 from .mm.pcp import Drain, PerCpuPages
-from .workloads import Loop, Map, Op, Phase, Think, Unmap, Workload, idle
+from .workloads import Done, Loop, Map, Op, Phase, Think, Unmap, Workload, idle
 from .zone import Zone
 
 VMSTAT_INTERVAL_NS = 1_000_000_000  # sysctl_stat_interval = HZ: vmstat_update once a second
@@ -42,6 +42,7 @@ class VcpuCounters:
     host_remaps: int = 0  # touches of pages the host had MADV_FREEd (and not yet reclaimed)
     thp_fallbacks: int = 0  # THP faults served with 4 KiB pages (THP_FAULT_FALLBACK)
     false_ooms: int = 0  # OOM kills its faults caused that isolated memory would have spared
+    lost_faults: int = 0  # faults of mappings the OOM killer took: not work done
 
 
 @attrs.frozen
@@ -87,6 +88,8 @@ class VCpu(Actor):
         self.oom_lock = trio.Lock()  # the guest's oom_lock (shared, set when it is built)
         self.oom_killed = False  # chosen by the OOM killer: its workload ends
         self.reaped = trio.Event()  # its memory is freed
+        self.work_start_ns: int | None = None  # its first operation (after its start delay)
+        self.work_end_ns: int | None = None  # its workload ended (or it was killed)
         self.phases: list[PhaseMark] = []
         self._lock_release_ns = 0  # until then this vCPU still holds the zone lock
         self._hold_kind = FAULT  # what that hold was for
@@ -110,6 +113,8 @@ class VCpu(Actor):
     async def run(self) -> None:
         op: Op = next(self.workload)
         while True:
+            if self.work_start_ns is None and (type(op) is not Think or not op.idle):
+                self.work_start_ns = self.clock.now_ns()
             if type(op) is Map:
                 await self._map(op)
             elif type(op) is Unmap:
@@ -118,6 +123,8 @@ class VCpu(Actor):
                 await self._think(op.duration_ns, op.idle)
             elif type(op) is Loop:
                 self.counters.loops += 1
+            elif type(op) is Done:
+                self.work_end_ns = self.clock.now_ns()
             elif type(op) is Phase:
                 counters = self.counters
                 now, totals = self.now_ns, tuple(self.cpu.totals)
@@ -296,6 +303,8 @@ class VCpu(Actor):
     async def _reap(self) -> None:
         """The OOM victim exits: every mapping and its per-CPU lists go back to the zone, its
         workload ends and its vCPU halts."""
+        self.counters.lost_faults += self.mapped_pages
+        self.work_end_ns = self.now_ns
         for region in list(self.regions):
             await self._unmap(region)
         await self._give_back(self.pcp.take_all(), WORK)

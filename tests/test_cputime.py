@@ -109,6 +109,12 @@ def test_every_vcpu_s_time_by_kind_sums_to_the_time_simulated(
     assert summary["hinting_cpu_ns"] == guest_times["hinting"]
     if design == "none":
         assert summary["hinting_cpu_ns"] == 0
+    # Figures that mean what they say, whatever the scenario.
+    assert 0 <= summary["zone"]["lock_utilisation"] <= 1
+    returned = [summary["time_to_return_s"][level] for level in ("50", "90", "99")]
+    reached = [t for t in returned if t is not None]
+    assert reached == sorted(reached) and returned[: len(reached)] == reached
+    assert summary["false_ooms"] <= summary["workload"]["oom_kills"]
 
 
 # -- hinting runs on a vCPU ------------------------------------------------------------------

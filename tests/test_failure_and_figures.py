@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 from pagehint.actors.scenario import Scenario, build_guest
 from pagehint.runtime import ActorSystem, MemoryLog
 from pagehint.runtime.harness.cli import main
 
-from conftest import load_scenario, run_scenario
+from conftest import load_scenario, read_summary, run_cli, run_scenario
 
 
 def small(**sections: Any) -> Scenario:
@@ -182,7 +183,36 @@ def test_the_oom_killer_takes_the_largest_task_and_its_vcpu_halts(tmp_path: Path
     summary = run_scenario(config, log)
     kills = [r for r in log.records() if r["event"] == "oom_kill"]
     assert kills and kills[0]["actor"] == "vcpu0" and kills[0]["victim"] == "vcpu1"
-    assert summary["workload"]["oom_kills"] == 1
+    assert summary["workload"]["oom_kills"] == 1 and summary["workload"]["oom_victims"] == ["vcpu1"]
     assert summary["false_ooms"] == 0  # nothing isolated: policy none
+    assert summary["workload"]["lost_faults"] >= 25_600  # vCPU 1's mapping: not work done
     # vCPU 1's memory went back, and vCPU 0's allocations were served from it.
     assert summary["invariant_violations"] == 0
+
+
+def test_a_longer_run_does_not_dilute_the_rate_of_work_that_ended() -> None:
+    def rate(duration: str) -> tuple[float, float | None]:
+        workload = {"name": "memhog", "size": "64MiB", "loops": 1}
+        summary = run_scenario(small(run={"duration": duration}, workload=workload))
+        return summary["workload"]["faults_per_s_per_vcpu"], summary["workload"]["completed_s"]
+
+    short, done = rate("1s")
+    assert done is not None and done < 0.5
+    assert rate("4s") == (short, done)  # not a quarter: the span is the work's, not the run's
+
+
+def test_hinting_that_slows_finite_work_shows_in_both_figures(tmp_path: Path) -> None:
+    document = {
+        "run": {"duration": "2s", "sample_interval": "10ms", "baseline": True},
+        "guest": {"memory": "1GiB", "vcpus": 1, "boot_memory": "16MiB", "start_jitter": "0ns"},
+        "workload": {"name": "memhog", "size": "512MiB", "loops": 3, "pause": "100ms"},
+        "policy": {"name": "scanner"},
+    }
+    scenario = tmp_path / "finite.toml"
+    scenario.write_text(tomli_w.dumps(document))
+    summary = read_summary(run_cli(scenario, tmp_path / "run"))
+    assert summary["host"]["refaults"] > 0  # the second loops take back discarded memory
+    rel, slower = summary["throughput_rel_to_none"], summary["completion_rel_to_none"]
+    assert rel < 1 < slower
+    # One vCPU from t = 0: the work rate and the completion time are each other's inverse.
+    assert rel * slower == pytest.approx(1.0, rel=1e-5)

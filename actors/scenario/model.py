@@ -138,9 +138,12 @@ class GuestModel:
         return attrs.evolve(config, policy=DesignConfig(name="none"))
 
     def fold_baseline(self, summary: dict[str, Any], baseline: Mapping[str, Any]) -> None:
-        ours = summary["workload"]["faults"]
-        theirs = baseline["workload"]["faults"]
-        summary["throughput_rel_to_none"] = round(ours / theirs, 4) if theirs else None
+        ours = summary["workload"]["faults_per_s_per_vcpu"]
+        theirs = baseline["workload"]["faults_per_s_per_vcpu"]
+        summary["throughput_rel_to_none"] = round(ours / theirs, 6) if theirs else None
+        done, done_before = summary["workload"]["completed_s"], baseline["workload"]["completed_s"]
+        if done is not None and done_before:
+            summary["completion_rel_to_none"] = round(done / done_before, 6)
         for phase, theirs in zip(
             summary.get("phases", ()), baseline.get("phases", ()), strict=False
         ):
@@ -149,7 +152,9 @@ class GuestModel:
                 round(phase["faults_per_s_per_vcpu"] / rate, 6) if rate else None
             )
         summary["baseline"] = {
-            "faults": theirs,
+            "faults": baseline["workload"]["faults"],
+            "faults_per_s_per_vcpu": theirs,
+            "completed_s": done_before,
             "rss_bytes_end": baseline["host"]["rss_bytes_end"],
             "lock_wait_ns": baseline["lock_wait_ns"],
         }

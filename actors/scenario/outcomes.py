@@ -38,7 +38,9 @@ ABOUT = {
         "peak of guest memory that was free in the guest yet held by the host (resident or swapped)"
     ),
     "throughput_rel_to_none": (
-        "guest faults per second relative to the same scenario and seed with policy none"
+        "workload.faults_per_s_per_vcpu relative to the same scenario and seed with policy "
+        "none (baseline); completion_rel_to_none: workload.completed_s relative to the "
+        "baseline's, for work that ends"
     ),
     "false_ooms": (
         "OOM kills the workload's faults caused while isolated (being hinted) memory would have "
@@ -67,7 +69,11 @@ ABOUT = {
         "mappings), shootdowns (vCPUs in guest mode those flushes interrupted)"
     ),
     "workload": (
-        "faults, faults_per_s_per_vcpu (will-it-scale's figure), loops, oom_kills, "
+        "faults (pages touched), faults_per_s_per_vcpu (will-it-scale's figure: faults of "
+        "mappings not later OOM-killed, per second each vCPU was running its workload, from its "
+        "first operation to its last: busy_vcpu_s in all), lost_faults (those of killed "
+        "mappings), completed_s (when the last vCPU's workload ended; null if one had not), "
+        "loops, oom_kills, "
         "oom_victims (the vCPUs whose task the OOM killer took: their workload ended and they "
         "halted), thp_fallbacks (THP faults served with 4 KiB pages for want of a huge page, "
         "THP_FAULT_FALLBACK)"
@@ -151,6 +157,15 @@ def summarise_guests(
     zones = [guest.zone for guest in guests]
     workers = [guest.worker for guest in guests if guest.worker is not None]
     faults = sum(vcpu.counters.faults for vcpu in vcpus)
+    work_faults = faults - sum(vcpu.counters.lost_faults for vcpu in vcpus)
+    spans = [
+        (elapsed_ns if vcpu.work_end_ns is None else vcpu.work_end_ns) - vcpu.work_start_ns
+        for vcpu in vcpus
+        if vcpu.work_start_ns is not None
+    ]
+    busy_s = sum(spans) / NS_PER_S
+    ends = [vcpu.work_end_ns for vcpu in vcpus]
+    completed = None if None in ends else max(end for end in ends if end is not None) / NS_PER_S
     wait = _merged([zone.lock_wait_ns for zone in zones])
     groups = sorted({group for zone in zones for group in zone.by_requester})
     by_class = {
@@ -231,7 +246,10 @@ def summarise_guests(
         "workload": {
             "name": workload,
             "faults": faults,
-            "faults_per_s_per_vcpu": round(faults / len(vcpus) / seconds, 1),
+            "faults_per_s_per_vcpu": round(work_faults / busy_s, 1) if busy_s else 0.0,
+            "busy_vcpu_s": round(busy_s, 6),
+            "lost_faults": faults - work_faults,
+            "completed_s": None if completed is None else round(completed, 6),
             "loops": sum(vcpu.counters.loops for vcpu in vcpus),
             "oom_kills": sum(vcpu.counters.ooms for vcpu in vcpus),
             "thp_fallbacks": sum(vcpu.counters.thp_fallbacks for vcpu in vcpus),

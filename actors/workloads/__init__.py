@@ -5,6 +5,7 @@ modelled on will-it-scale and memhog (``synthetic``), and replay of recorded tra
 from .ops import (
     PHASES_DONE,
     THP_ORDER,
+    Done,
     Loop,
     Map,
     Op,
@@ -25,6 +26,7 @@ from .trace import Trace, TraceError, TraceEvent, parse_perf_script, replay, spl
 __all__ = [
     "PHASES_DONE",
     "THP_ORDER",
+    "Done",
     "Loop",
     "Map",
     "Op",

@@ -58,7 +58,12 @@ class Phase:
     task: bool = True
 
 
-Op = Map | Unmap | Think | Loop | Phase
+@attrs.frozen(slots=True)
+class Done:
+    """The workload has ended: the vCPU halts from here (its work span ends)."""
+
+
+Op = Map | Unmap | Think | Loop | Phase | Done
 Workload = Generator[Op, int, None]
 
 
@@ -83,6 +88,7 @@ def nothing() -> Workload:
 def then_idle(workload: Workload) -> Workload:
     """``workload``, then idle once it ends."""
     yield from workload
+    yield Done()
     yield from idle()
 
 
@@ -112,6 +118,7 @@ def phased(phases: list[tuple[str, Workload, int, bool]]) -> Workload:
         for region in sorted(mapped):
             now = yield Unmap(region)
     yield Phase(len(phases), PHASES_DONE)  # marks where the last phase ended
+    yield Done()
     yield from idle()
 
 
