@@ -216,3 +216,15 @@ def test_hinting_that_slows_finite_work_shows_in_both_figures(tmp_path: Path) ->
     assert rel < 1 < slower
     # One vCPU from t = 0: the work rate and the completion time are each other's inverse.
     assert rel * slower == pytest.approx(1.0, rel=1e-5)
+
+
+def test_compare_fills_throughput_vs_none_from_the_paired_none_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["compare", "--set", "run.baseline=false", "--set", "run.duration=300ms"]
+    argv += ["--variant", "policy.name=none", "--variant", "policy.name=scanner"]
+    assert main([*argv, "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "throughput vs none" in line)
+    cells = [cell.strip() for cell in row.split("│") if cell.strip()]
+    assert cells[1] == "1.000" and cells[2] != "-"  # the scanner's, from the none run

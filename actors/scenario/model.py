@@ -180,6 +180,24 @@ class GuestModel:
         system.log.info("run_end", **{k: v for k, v in summary.items() if k != "about"})
         return summary
 
+    def is_baseline(self, metrics: Mapping[str, Any]) -> bool:
+        """A run of policy none: its throughput relative to none is 1 by definition."""
+        return bool(metrics.get("throughput vs none") == 1.0)
+
+    def fill_from_baseline(
+        self, metrics: dict[str, Any], baseline: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A run made without its own baseline (run.baseline = false): its relative throughput
+        from the paired none run (same seed and parameters but the design)."""
+        for relative, rate in (
+            ("throughput vs none", "faults/s/vCPU"),
+            ("last phase vs none", "last phase faults/s/vCPU"),
+        ):
+            ours, theirs = metrics.get(rate), baseline.get(rate)
+            if metrics.get(relative) is None and ours is not None and theirs:
+                metrics[relative] = round(ours / theirs, 6)
+        return metrics
+
     def summary_table(self, summary: Mapping[str, Any]) -> Table:
         return summary_table(summary)
 

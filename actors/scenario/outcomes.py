@@ -348,7 +348,8 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         summary["host"],
         summary["worker"],
     )
-    title = f"pagehint: {workload['name']} with {summary['policy']}, {summary['virtual_s']:g} s"
+    span = format_duration(round(summary["virtual_s"] * NS_PER_S))
+    title = f"pagehint: {workload['name']} with {summary['policy']}, {span}"
     table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")

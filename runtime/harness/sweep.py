@@ -305,13 +305,42 @@ def _relative(value: Any, first: Any) -> str:
     return f" ({change:+.2%})" if abs(change) < 0.001 else f" ({change:+.1%})"
 
 
+def with_baseline_filled(
+    model: Model, rows: Sequence[Mapping[str, Any]], paired: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """``rows`` with the metrics a run without its own baseline lacks filled from the row it
+    is paired with that is a baseline (the model says which, and what to fill): same
+    parameters but for the ``paired`` factors, same replicate; in a compare, any row."""
+    fill = getattr(model, "fill_from_baseline", None)
+    is_baseline = getattr(model, "is_baseline", None)
+    filled = [dict(row) for row in rows]
+    if fill is None or is_baseline is None:
+        return filled
+
+    def key(row: Mapping[str, Any]) -> str:
+        params = {k: v for k, v in row.get("params", {}).items() if k not in paired}
+        return _canonical({**params, "replicate": row.get("replicate")})
+
+    baselines = {
+        key(row): row["metrics"]
+        for row in filled
+        if row.get("status") == "ok" and is_baseline(row["metrics"])
+    }
+    for row in filled:
+        base = baselines.get(key(row)) if paired else next(iter(baselines.values()), None)
+        if row.get("status") == "ok" and base is not None and row["metrics"] is not base:
+            row["metrics"] = fill(dict(row["metrics"]), base)
+    return filled
+
+
 def comparison_table(model: Model, rows: Sequence[Mapping[str, Any]]) -> Table:
     """Metrics down, runs across, each cell with its difference from the first run."""
     table = Table(title="pagehint compare (same seed; differences relative to the first)")
     table.add_column("metric")
-    for row in rows:
+    filled = with_baseline_filled(model, rows)
+    for row in filled:
         table.add_column(escape(row["label"]), justify="right")
-    ok = [row.get("metrics") or {} for row in rows]
+    ok = [row.get("metrics") or {} for row in filled]
     names = next((list(metrics) for metrics in ok if metrics), [])
     table.add_row("status", *(row["status"] for row in rows))
     for name in names:
@@ -330,7 +359,7 @@ def sweep_table(model: Model, sweep: Sweep, rows: Sequence[Mapping[str, Any]]) -
     """One row per combination of factors (mean over replicates), with the metrics that vary
     and most rows have."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
-    for row in rows:
+    for row in with_baseline_filled(model, rows, sweep.paired):
         groups.setdefault(_canonical(row["params"]), []).append(row)
     means: list[tuple[Mapping[str, Any], dict[str, Any], int]] = []
     for members in groups.values():
