@@ -67,7 +67,10 @@ class Model(Protocol):
         """A config to run first, unlogged, for comparison (None: no baseline)."""
 
     def fold_baseline(self, summary: dict[str, Any], baseline: Mapping[str, Any]) -> None:
-        """Add what the baseline run says to this run's summary."""
+        """Add what the baseline run says to this run's summary. A model may also define
+        ``is_baseline(metrics)`` and ``fill_from_baseline(metrics, baseline_metrics)``: then
+        compare and sweep tables fill what a run without its own baseline lacks from the
+        paired baseline run (``with_baseline_filled`` in sweep.py)."""
 
     def summary_table(self, summary: Mapping[str, Any]) -> Table: ...
 
