@@ -32,7 +32,9 @@ ABOUT = {
     "time_to_return_s": (
         "seconds from the peak of guest memory free in the guest yet held by the host (resident, "
         "or swapped out) until it had fallen by 50/90/99% of that peak; null when not reached "
-        "(or nothing to return). Memory swapped out still counts as held (host.swapped_bytes)"
+        "(or nothing to return). It falls when the host discards free memory or when the "
+        "guest uses it again: a design's effect shows against the same run with policy none. "
+        "Memory swapped out still counts as held (host.swapped_bytes)"
     ),
     "returnable_peak_bytes": (
         "peak of guest memory that was free in the guest yet held by the host (resident or swapped)"
