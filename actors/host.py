@@ -90,10 +90,6 @@ class Host(Actor):
         self._slow_until = 0
         self._slow_factor = 1.0
 
-    @property
-    def rss_pages(self) -> int:
-        return sum(guest.backing.rss_pages for guest in self.guests.values())
-
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.serve)

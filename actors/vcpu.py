@@ -14,6 +14,9 @@ in the same sleep as the work that follows it (``_spend``): one scheduler pass p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import attrs
 import trio
 
@@ -186,27 +189,26 @@ class VCpu(Actor):
         return allocator.free_pages < allocator.watermarks.high
 
     async def _zone_alloc(self, order: int, count: int, kind: int) -> tuple[int, ...]:
+        pfns: tuple[int, ...] = await self._zone_request(
+            lambda since: ZoneAlloc(self.name, order, count, since), kind
+        )
+        return pfns
+
+    async def _zone_free(self, order: int, pfns: list[int], kind: int) -> None:
+        await self._zone_request(lambda since: ZoneFree(self.name, order, tuple(pfns), since), kind)
+
+    async def _zone_request(self, make: Callable[[int], ZoneAlloc | ZoneFree], kind: int) -> Any:
+        """Queue for the zone lock and make the request under it; the lock's hold, spent by the
+        next ``_spend``, is charged as ``kind`` and the spin before it as lock wait. ``make``
+        builds the request from the time the spin began."""
         clock, cpu = self.clock, self.cpu
         if self._lock_release_ns > clock.now_ns():  # a vCPU cannot queue while it holds it
             await self._spend(0, self._hold_kind)
         cpu.waiting_since = since = clock.now_ns()  # spinning for the lock from now
-        pfns: tuple[int, ...]
-        pfns, self._lock_release_ns = await self.zone.request(
-            ZoneAlloc(self.name, order, count, since)
-        )
+        result, self._lock_release_ns = await self.zone.request(make(since))
         cpu.totals[LOCK_WAIT] += clock.now_ns() - since
         cpu.waiting_since, self._hold_kind = None, kind
-        return pfns
-
-    async def _zone_free(self, order: int, pfns: list[int], kind: int) -> None:
-        clock, cpu = self.clock, self.cpu
-        if self._lock_release_ns > clock.now_ns():
-            await self._spend(0, self._hold_kind)
-        cpu.waiting_since = since = clock.now_ns()
-        request = ZoneFree(self.name, order, tuple(pfns), since)
-        _, self._lock_release_ns = await self.zone.request(request)
-        cpu.totals[LOCK_WAIT] += clock.now_ns() - since
-        cpu.waiting_since, self._hold_kind = None, kind
+        return result
 
     # -- operations ----------------------------------------------------------------------
     async def _map(self, op: Map) -> None:

@@ -72,7 +72,6 @@ class Zone(Actor):
         self._stats_of: dict[str, LockStats] = {}  # requester name -> its class's stats
         self.hold_total_ns = 0
         self.failed_allocations = 0
-        self.false_ooms = 0
         self.peak_isolated_pages = 0
         # Pages each requester holds from the zone, changed in the same step as the allocator:
         # the ledger that page conservation is checked against.
@@ -202,7 +201,6 @@ class Zone(Actor):
                 allocator.free_pages + allocator.isolated_pages - need >= gate
             )
             self.failed_allocations += 1
-            self.false_ooms += false_oom
             self.log.warning(
                 "alloc_failed",
                 requester=request.requester,

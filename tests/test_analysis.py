@@ -310,3 +310,16 @@ def test_plots_of_a_sweep_leave_out_what_info_logs_lack(sweep: Path, tmp_path: P
     assert {path.name for path in written} == {"memory.png", "returned.png", "worker_timeline.png"}
     assert any("lock_wait.png" in note for note in skipped)
     assert all(path.read_bytes().startswith(PNG) for path in written)
+
+
+def test_the_oom_report_counts_false_ooms_as_kills_like_the_summary(tmp_path: Path) -> None:
+    """Failed allocations outnumber kills (a refill drains every list and retries first);
+    the report must count what summary.json counts, and the failures apart."""
+    out = run_cli("false_oom.toml", tmp_path / "run", "run.duration=200ms")
+    expected = read_summary(out)
+    with open_run(out) as db:
+        (oom,) = rows(db.report("oom"))
+    assert oom["false_ooms"] == expected["false_ooms"] > 0
+    assert oom["oom_kills"] == expected["workload"]["oom_kills"]
+    assert oom["alloc_failures"] == expected["zone"]["failed_allocations"]
+    assert oom["false_alloc_failures"] > oom["false_ooms"]

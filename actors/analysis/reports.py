@@ -235,12 +235,16 @@ def _worker_notes(db: LogDB) -> list[str]:
 
 _OOM = f"""
     WITH failed AS (
+        -- a failed zone allocation is not yet an OOM: a THP falls back, a refill drains the
+        -- per-CPU lists and retries; only an oom_kill line is a kill, as summary.json counts
         SELECT run, count(*) AS alloc_failures,
-            count(*) FILTER (WHERE false_oom) AS false_ooms,
-            min(t) FILTER (WHERE false_oom) AS first_false_oom_t
+            count(*) FILTER (WHERE false_oom) AS false_alloc_failures
         FROM events WHERE event = 'alloc_failed' GROUP BY run
     ), kills AS (
-        SELECT run, count(*) AS oom_kills FROM events WHERE event = 'oom_kill' GROUP BY run
+        SELECT run, count(*) AS oom_kills,
+            count(*) FILTER (WHERE false_oom) AS false_ooms,
+            min(t) FILTER (WHERE false_oom) AS first_false_oom_t
+        FROM events WHERE event = 'oom_kill' GROUP BY run
     ), delta AS (
         -- isolated pages per worker: a report's blocks are isolated by the poll that found
         -- them and put back just before its report_done line
@@ -264,9 +268,10 @@ _OOM = f"""
         SELECT run, peak_isolated_bytes, false_ooms FROM events WHERE event = 'run_end'
     )
     SELECT runs.run, coalesce(failed.alloc_failures, 0) AS alloc_failures,
-        coalesce(failed.false_ooms, 0) AS false_ooms,
-        round(failed.first_false_oom_t / 1e9, 6) AS first_false_oom_s,
+        coalesce(failed.false_alloc_failures, 0) AS false_alloc_failures,
         coalesce(kills.oom_kills, 0) AS oom_kills,
+        coalesce(kills.false_ooms, 0) AS false_ooms,
+        round(kills.first_false_oom_t / 1e9, 6) AS first_false_oom_s,
         coalesce(peak.peak, 0) * {PAGE_SIZE} AS peak_isolated_bytes,
         sampled.isolated * {PAGE_SIZE} AS peak_isolated_sampled_bytes,
         summary.peak_isolated_bytes AS summary_peak_isolated_bytes,
@@ -278,6 +283,9 @@ _OOM = f"""
 
 def _oom_notes(db: LogDB) -> list[str]:
     return [
+        "false_alloc_failures are failed zone allocations isolated memory would have served; "
+        "most end in a THP fallback or a retry after drain_all_pages, so false_ooms counts "
+        "oom_kill lines only, as summary.json does",
         "peak_isolated_bytes replays worker_poll (isolated) and report_done (put back) "
         "lines, summed over guests' own peaks like summary.json; the sampled peak only "
         "sees sample instants",
