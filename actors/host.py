@@ -115,10 +115,10 @@ class Host(Actor):
                 if guest.poison_value == 0 and not self.inhibited:
                     self._check_isolated(guest, pfn, pages)
                     backing = guest.backing
-                    skipped = backing.skipped_discards
+                    discardable = backing.discardable(pfn, pages)  # else counted as skipped
                     if backing.discard(pfn, pages, lazy=self.lazy_free):
                         self._flush_tlbs(guest)
-                    if backing.skipped_discards == skipped:  # hugetlbfs skips unaligned ones
+                    if discardable:
                         guest.discards += 1
                         self.log.debug("discard", guest=guest.name, pfn=pfn, pages=pages)
             guest.queue.push_used(chain.head, 0)

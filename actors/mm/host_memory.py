@@ -263,6 +263,12 @@ class GuestBacking:
         self.swapped_pages -= swap_ins
         return first, refaults, swap_ins, remaps, huge
 
+    def discardable(self, pfn: int, count: int) -> bool:
+        """Whether a discard of [pfn, pfn+count) is done: on hugetlbfs only whole host pages
+        can be (``ram_block_discard_range`` refuses an unaligned range)."""
+        size = self.host_pages
+        return not self.hugetlb or not (pfn % size or count % size)
+
     def discard(self, pfn: int, count: int, *, lazy: bool = False) -> int:
         """The host drops pages [pfn, pfn+count): returns the pages whose mapping into the
         guest it removed (what makes KVM flush the guest's TLBs; 0: nothing was mapped).
@@ -274,11 +280,11 @@ class GuestBacking:
         hugetlbfs a range not aligned to the host page is skipped (``skipped_discards``).
         """
         self._check(pfn, count)
-        end = pfn + count
-        size = self.host_pages
-        if self.hugetlb and (pfn % size or count % size):
+        if not self.discardable(pfn, count):
             self.skipped_discards += 1
             return 0
+        end = pfn + count
+        size = self.host_pages
         if lazy:
             if not self._lazy:
                 self._lazy = bytearray(len(self._backed))
