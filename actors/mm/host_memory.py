@@ -378,8 +378,7 @@ class GuestBacking:
                 bits ^= keep
                 self._evict_hand = byte
             if self._huge:
-                region = (byte << 3) // self.host_pages
-                self._huge[region >> 3] &= ~(1 << (region & 7)) & 0xFF
+                self._split_huge_at(byte)
             backed[byte] &= ~bits & 0xFF
             swapped[byte] |= bits
             evicted += bits.bit_count()
@@ -387,6 +386,11 @@ class GuestBacking:
         self.swapped_pages += evicted
         self.swap_outs += evicted
         return freed + evicted
+
+    def _split_huge_at(self, byte: int) -> None:
+        """Reclaim takes subpages in bitmap byte ``byte``: their host huge page is split."""
+        region = (byte << 3) // self.host_pages
+        self._huge[region >> 3] &= ~(1 << (region & 7)) & 0xFF
 
     def _drop_lazy(self, pages: int) -> int:
         if not self.lazy_pages or pages <= 0:
@@ -401,9 +405,8 @@ class GuestBacking:
                 discarded[byte] |= bits
                 lazy[byte] = 0
                 dropped += bits.bit_count()
-                if self._huge:  # reclaim takes the subpages: the huge page is split
-                    region = (byte << 3) // self.host_pages
-                    self._huge[region >> 3] &= ~(1 << (region & 7)) & 0xFF
+                if self._huge:
+                    self._split_huge_at(byte)
         self.lazy_pages -= dropped
         self.rss_pages -= dropped
         self.discarded_pages += dropped

@@ -190,6 +190,8 @@ def summarise_guests(
     batches = sum(worker.counters.batches for worker in workers)
     backings = [guest.backing for guest in guests]
     hosted = [host.guests[guest.device.guest] for guest in guests]
+    discards = sum(guest.discards for guest in hosted)
+    skipped = sum(b.skipped_discards for b in backings)
     per_vcpu = {vcpu.name: vcpu.cpu.by_kind(elapsed_ns) for vcpu in vcpus}
     guest_time = {kind: sum(times[kind] for times in per_vcpu.values()) for kind in KINDS}
     summary = {
@@ -226,7 +228,7 @@ def summarise_guests(
             "resets": sum(g.device.counters.resets for g in guests),
         },
         "host": {
-            "discards": sum(guest.discards for guest in hosted),
+            "discards": discards,
             "refaults": sum(b.refaults for b in backings),
             "first_touches": sum(b.first_touches for b in backings),
             "swap_ins": sum(b.swap_ins for b in backings),
@@ -238,7 +240,7 @@ def summarise_guests(
             "deferred_split_bytes": sum(b.deferred_pages for b in backings) * PAGE_SIZE,
             "huge_faults": sum(b.huge_faults for b in backings),
             "hugetlb_returned_bytes": sum(b.pool_returned_pages for b in backings) * PAGE_SIZE,
-            "discards_skipped": sum(b.skipped_discards for b in backings),
+            "discards_skipped": skipped,
             "swap_outs": sum(b.swap_outs for b in backings),
             "direct_reclaims": host.memory.direct_reclaims,
             "remaps": sum(vcpu.counters.host_remaps for vcpu in vcpus),
@@ -273,10 +275,8 @@ def summarise_guests(
         "hinting_cpu_ns": guest_time["hinting"],
         "invariant_violations": 0,
     }
-    skipped = sum(b.skipped_discards for b in backings)
     if skipped:
-        discarded = sum(guest.discards for guest in hosted)
-        nothing = "; nothing was discarded" if not discarded else ""
+        nothing = "; nothing was discarded" if not discards else ""
         summary["warnings"] = [
             f"hugetlbfs backing: QEMU skipped {skipped:,} reported range(s) not aligned to the "
             f"host's huge page (virtio_balloon_handle_report){nothing}"
