@@ -81,7 +81,7 @@ class Host(Actor):
         super().__init__(name)
         self.guests = {guest.name: guest for guest in guests}
         self.costs = costs
-        self.memory = memory or HostMemory(0, (0, 0, 0), 0)
+        self.memory = memory or HostMemory.unlimited()
         self.lazy_free = lazy_free
         self.inhibited = inhibited  # a VFIO device: QEMU acknowledges reports, discards nothing
         self.reclaim_interval_ns = reclaim_interval_ns

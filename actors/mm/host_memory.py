@@ -444,6 +444,11 @@ class HostMemory:
         self.direct_reclaims = 0
         self._hand = 0  # the guest reclaim looks at next
 
+    @classmethod
+    def unlimited(cls) -> HostMemory:
+        """A host with no memory limit: it never reclaims."""
+        return cls(0, (0, 0, 0), 0)
+
     def add(self, backing: GuestBacking) -> None:
         """A guest's memory, on this host (its pages aged once the host has a limit)."""
         self.backings.append(backing)

@@ -296,7 +296,7 @@ def _host_memory(scenario: Scenario, costs: Costs) -> HostMemory:
     host = scenario.host
     limit = pages(host.memory)
     if not limit:
-        return HostMemory(0, (0, 0, 0), 0)
+        return HostMemory.unlimited()
     marks = Watermarks.linux_default(limit, host.watermark_scale_factor)
     swap_ns: int = costs.swap_out_4k
     if host.swap_bandwidth is not None:
