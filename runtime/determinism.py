@@ -17,6 +17,8 @@ import trio
 
 _trio_run_module = trio._core._run
 
+MAX_SEED = (1 << 64) - 1  # seeds are 0..2^64-1: the widest integer a log line holds (orjson)
+
 
 def trio_supports_deterministic_scheduling() -> bool:
     """True when the private switch this module relies on is where we expect it."""

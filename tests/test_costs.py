@@ -109,11 +109,14 @@ def test_the_profile_moves_what_a_run_measures() -> None:
     [
         (
             "costs.profile=skylake",
-            "costs.profile: unknown profile 'skylake'; known profiles: \"haswell-e5-2630v3\", "
-            '"epyc-7j13"',
+            "--set costs.profile=skylake: unknown profile 'skylake'; known profiles: "
+            '"haswell-e5-2630v3", "epyc-7j13"',
         ),
-        ("costs.zero_2m=139000", 'costs.zero_2m: a cost needs a unit ("150us", "300ns"), got'),
-        ("costs.zero2m=1us", "costs.zero2m: unknown key; did you mean 'zero_2m'?"),
+        (
+            "costs.zero_2m=139000",
+            '--set costs.zero_2m=139000: a cost needs a unit ("150us", "300ns"), got',
+        ),
+        ("costs.zero2m=1us", "--set costs.zero2m=1us: unknown key; did you mean 'zero_2m'?"),
     ],
 )
 def test_bad_cost_input_exits_2_naming_the_key(

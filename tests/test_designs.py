@@ -135,7 +135,7 @@ def test_only_the_chosen_design_s_knobs_are_valid(capsys: pytest.CaptureFixture[
     assert "it is a knob of percpu_capture" in problem and "threshold" in problem
     argv = ["run", "--set", "policy.name=bitmap", "--set", "policy.array_size=7"]
     assert main(argv) == 2
-    assert "policy.array_size: not a knob of design 'bitmap'" in capsys.readouterr().err
+    assert "--set policy.array_size=7: not a knob of design 'bitmap'" in capsys.readouterr().err
 
 
 def test_a_config_toml_of_the_flat_policy_table_still_loads() -> None:
@@ -199,7 +199,7 @@ def test_a_host_batch_the_virtqueue_cannot_hold_is_bad_input_at_load(
 ) -> None:
     assert main(["config", "--set", "host.batch_size=1GiB"]) == 2
     err = capsys.readouterr().err
-    assert "host.batch_size: 1GiB makes reports of 512 blocks" in err
+    assert "--set host.batch_size=1GiB: 1GiB makes reports of 512 blocks" in err
     assert "policy.capacity" in err and "virtio.queue_size = 32" in err
 
 

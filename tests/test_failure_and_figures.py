@@ -71,7 +71,7 @@ def test_the_scanner_refuses_a_shuffled_free_list(capsys: pytest.CaptureFixture[
     argv = ["config", "--set", "policy.name=scanner", "--set", "guest.shuffle=true"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "guest.shuffle: design 'scanner' cannot run with a shuffled free list" in err
+    assert "--set guest.shuffle=true: design 'scanner' cannot run with a shuffled" in err
 
 
 def test_lock_utilisation_counts_a_hold_only_up_to_the_end_of_the_run() -> None:

@@ -104,7 +104,7 @@ def test_an_unknown_kernel_exits_2_listing_the_known_ones(
     assert main(["config", "--set", "guest.kernel=4.19"]) == 2
     err = capsys.readouterr().err
     known = ", ".join(f'"{name}"' for name in KERNELS)
-    assert "guest.kernel: unknown kernel 4.19" in err and known in err
+    assert "--set guest.kernel=4.19: unknown kernel 4.19" in err and known in err
     assert main(["config", "--set", "guest.kernel=5.1"]) == 2  # what TOML makes of 5.10
     assert "quote the name" in capsys.readouterr().err
 

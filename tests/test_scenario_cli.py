@@ -58,17 +58,23 @@ def test_seeded_run_is_identical_in_two_processes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["guest.vcpu=4"], "guest.vcpu: unknown key; did you mean 'vcpus'?"),
-        (["guest.vcpus=four"], "guest.vcpus: expected an integer"),
-        (["guest.memory=lots"], "guest.memory: expected a size such as '64MiB'"),
-        (["run.duration=3 parsecs"], "run.duration: expected a duration such as '500us'"),
-        (["guest.boot_memory=8GiB"], "guest.boot_memory: 8GiB plus the zone's high watermark"),
+        (["guest.vcpu=4"], "--set guest.vcpu=4: unknown key; did you mean 'vcpus'?"),
+        (["guest.vcpus=four"], '--set guest.vcpus=four: expected an integer, got "four"'),
+        (["guest.memory=lots"], '--set guest.memory=lots: a size needs a unit, such as "64MiB"'),
+        (["run.duration=3 parsecs"], "--set run.duration=3 parsecs: a duration needs a unit"),
+        (
+            ["guest.boot_memory=8GiB"],
+            "--set guest.boot_memory=8GiB: 8GiB plus the zone's high watermark",
+        ),
         (
             ["guest.memory=20MiB", "guest.boot_memory=19.5MiB"],
             "(852KiB) does not fit in guest.memory 20MiB",
         ),
         (["guest.pcp_high=10"], "guest.pcp_high (10) must be at least pcp->batch (63)"),
-        (["workload.name=fork_bomb"], "unknown workload name 'fork_bomb'; choose one of"),
+        (
+            ["workload.name=fork_bomb"],
+            "--set workload.name=fork_bomb: unknown workload 'fork_bomb'; choose one of",
+        ),
         (["nonsense"], "expected KEY.PATH=VALUE"),
     ],
 )

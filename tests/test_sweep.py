@@ -19,7 +19,7 @@ from pagehint.runtime.harness.sweep import execute_all, expand, load_sweep
 
 from conftest import CONFIGS
 
-FAST = {"run.duration": "5ms", "run.baseline": False, "guest.memory": "256MiB"}
+FAST = {"run.duration": "5ms", "run.baseline": "false", "guest.memory": "256MiB"}
 
 
 def write_sweep(tmp_path: Path, body: str, name: str = "sweep.toml") -> Path:
@@ -108,8 +108,14 @@ def test_zip_walks_in_step(tmp_path: Path) -> None:
         ("replicate = 2\n", "replicate: unknown key; did you mean 'replicates'?"),
         ('[zip]\n"guest.vcpus" = [1, 2]\n"policy.name" = ["none"]\n', "same length"),
         ('[grid]\n"guest.vcpus" = 4\n', "grid.guest.vcpus: expected a non-empty list"),
-        ('[grid]\n"guest.vcpu" = [1, 2]\n', "guest.vcpu: unknown key; did you mean 'vcpus'?"),
-        ('[grid]\n"guest.vcpus" = [1, 100000]\n', "guest.vcpus: must be within 1..4096"),
+        (
+            '[grid]\n"guest.vcpu" = [1, 2]\n',
+            "grid.guest.vcpu = 1 (run vcpu=1, replicate 0): unknown key; did you mean 'vcpus'?",
+        ),
+        (
+            '[grid]\n"guest.vcpus" = [1, 100000]\n',
+            "grid.guest.vcpus = 100000 (run vcpus=100000, replicate 0): must be within 1..4096",
+        ),
     ],
 )
 def test_bad_sweeps_exit_2_before_running_anything(

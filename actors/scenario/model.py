@@ -27,6 +27,7 @@ from ..mm.kernels import KERNELS
 from ..mm.profiles import profiles
 from .building import build, read_trace
 from .effective import applied, resolve
+from .footprint import estimated_bytes
 from .outcomes import format_metric, headline, summarise, summary_table
 from .schema import CONVERTER, Phases, Scenario, TraceReplay, check_scenario
 
@@ -124,6 +125,9 @@ class GuestModel:
 
     def seed(self, config: Scenario) -> int:
         return config.run.seed
+
+    def memory_estimate(self, config: Scenario) -> tuple[int, str]:
+        return estimated_bytes(config)
 
     def with_seed(self, config: Scenario, seed: int) -> Scenario:
         return attrs.evolve(config, run=attrs.evolve(config.run, seed=seed))

@@ -27,6 +27,7 @@ from pagehint.protocol.units import (
     parse_size,
 )
 from pagehint.runtime import NS_PER_S
+from pagehint.runtime.determinism import MAX_SEED
 from pagehint.runtime.harness.config import ConfigNotice, TableKeysError, make_converter, suggest
 
 from ..designs import DesignConfig, PageReportingConfig, Policy
@@ -38,6 +39,9 @@ from ..mm.profiles import cost_rules, costs_for, default_profile, profiles
 from .effective import check_hinting, pcp_sizes
 
 DEFAULT_DESIGN = "page_reporting"
+# The shortest period of anything the model does periodically: one jiffy at HZ=1000, the
+# finest period a kernel timer has; it also bounds how fast the monitor's samples fill a log.
+MIN_INTERVAL = Nanos(1_000_000)
 # host.backing -> (host page size in 4 KiB pages, hugetlbfs)
 HOST_BACKINGS: dict[str, tuple[int, bool]] = {
     "4k": (1, False),
@@ -338,10 +342,11 @@ class Scenario:
 
 
 def _size_text(size: int) -> str | int:
+    """A size as config.toml writes it: in its largest whole unit, so that it reloads."""
     for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if size and size % scale == 0:
             return f"{size // scale}{unit}"
-    return size
+    return f"{size}B" if size else 0
 
 
 def _duration_text(ns: int) -> str | int:
@@ -356,7 +361,9 @@ def _structure_workload(document: Any, _: Any) -> WorkloadSection:
         raise ValueError(f"expected a table with a name (one of {', '.join(WORKLOADS)})")
     name = document.get("name", "page_fault1")
     if name not in WORKLOADS:
-        raise ValueError(f"unknown workload name {name!r}; choose one of {', '.join(WORKLOADS)}")
+        raise TableKeysError(
+            {"name": f"unknown workload {name!r}; choose one of {', '.join(WORKLOADS)}"}
+        )
     if name == "phases":
         return _structure_phases(document)
     return CONVERTER.structure(document, WORKLOADS[name])
@@ -573,8 +580,14 @@ def check_scenario(scenario: Scenario) -> list[str]:
     problems = []
     if run.duration <= 0:
         problems.append("run.duration: must be positive")
-    if run.sample_interval <= 0:
-        problems.append("run.sample_interval: must be positive")
+    if not 0 <= run.seed <= MAX_SEED:
+        problems.append(f"run.seed: must be within 0..2^64-1, got {run.seed}")
+    if run.sample_interval < MIN_INTERVAL:
+        problems.append(
+            f"run.sample_interval: must be at least {format_duration(MIN_INTERVAL)} "
+            "(each sample is a log line per guest), got "
+            f"{format_duration(run.sample_interval)}"
+        )
     if run.full_check_every < 0:
         problems.append("run.full_check_every: must be 0 (never) or positive")
     if not 1 <= guest.vcpus <= 4096:
@@ -645,8 +658,11 @@ def _check_host(scenario: Scenario) -> list[str]:
         problems.append(
             f"host.memory: {format_size(host.memory)} cannot even hold the guests' boot memory"
         )
-    if host.reclaim_interval <= 0:
-        problems.append("host.reclaim_interval: must be positive")
+    if host.reclaim_interval < MIN_INTERVAL:
+        problems.append(
+            f"host.reclaim_interval: must be at least {format_duration(MIN_INTERVAL)}, got "
+            f"{format_duration(host.reclaim_interval)}"
+        )
     if host.backing not in HOST_BACKINGS:
         problems.append(
             f"host.backing: unknown backing {host.backing!r}; known: {', '.join(HOST_BACKINGS)}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..determinism import MAX_SEED
 from ..errors import PagehintError
 from ..log import RunLog
 from ..system import ActorSystem, run_simulation
@@ -28,10 +30,11 @@ from .config import (
     flatten,
     load_toml,
     notices_shown_as,
+    override_origins,
     to_toml,
 )
 from .demo import run_demo
-from .model import Model, execute, load_model
+from .model import Model, execute, load_config, load_model, output_directory
 from .sweep import (
     comparison_spec,
     comparison_table,
@@ -53,8 +56,7 @@ def _console() -> Console:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_directory(args.out)
     started = time.perf_counter()
     with (out / "log.jsonl").open("wb") as log_file:
         log = RunLog(log_file, level=args.log_level)
@@ -132,17 +134,39 @@ def _scenario_document(
 
 def _load(model: Model, args: argparse.Namespace) -> tuple[Any, str]:
     document, source = _scenario_document(model, args.config, args.overrides)
-    config = model.load(document, source)
+    config = load_config(model, document, source, override_origins(args.overrides))
     if args.seed is not None:
         config = model.with_seed(config, args.seed)
     return config, source
+
+
+def _seed(text: str) -> int:
+    """``--seed``: a seed a run can log, 0..2^64-1."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be within 0..2^64-1, got {text}")
+    return seed
+
+
+def _workers(text: str) -> int:
+    """``--workers``: at least one process."""
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {workers}")
+    return workers
 
 
 def _run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     config, source = _load(model, args)
     stem = Path(source).stem if source.endswith(".toml") else "default"
-    out: Path = args.out or Path("runs") / f"{stem}-seed{model.seed(config)}"
+    out = output_directory(args.out or Path("runs") / f"{stem}-seed{model.seed(config)}")
     code, result = execute(model, config, out)
     console = _console()
     if code == 0:
@@ -173,13 +197,14 @@ def _compare(args: argparse.Namespace) -> int:
         path = Path(source)
         for variant in args.variants or [""]:
             pairs = [pair for pair in variant.split(",") if pair.strip()]
-            document = apply_overrides(base, pairs)
+            document = apply_overrides(base, pairs, "--variant")
+            origins = override_origins(args.overrides) | override_origins(pairs, "--variant")
             if args.seed is not None:
                 document = apply_values(document, {"run.seed": args.seed}, "--seed")
             label = (path.stem if len(configs) > 1 else "") + (f"[{variant}]" if variant else "")
-            specs.append(comparison_spec(label or path.stem, document, source))
+            specs.append(comparison_spec(label or path.stem, document, source, origins))
     validate(args.model, specs)
-    out: Path = args.out or Path("runs") / "compare"
+    out = output_directory(args.out or Path("runs") / "compare")
     with open_executor(args.workers, args.scheduler) as executor, _progress(len(specs)) as done:
         rows = execute_all(args.model, specs, out, executor, done)
     _console().print(comparison_table(model, rows))
@@ -192,10 +217,9 @@ def _sweep(args: argparse.Namespace) -> int:
     sweep_file = _named_file(model, args.sweep, "sweeps")
     sweep = load_sweep(sweep_file)
     overrides = apply_overrides({}, args.overrides)
-    specs = expand(sweep, flatten(overrides))
+    specs = expand(sweep, flatten(overrides), override_origins(args.overrides))
     validate(args.model, specs)
-    out: Path = args.out or Path("runs") / sweep_file.stem
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_directory(args.out or Path("runs") / sweep_file.stem)
     (out / "sweep.toml").write_text(sweep_file.read_text(encoding="utf-8"), encoding="utf-8")
     with open_executor(args.workers, args.scheduler) as executor, _progress(len(specs)) as done:
         rows = execute_all(args.model, specs, out, executor, done)
@@ -232,13 +256,13 @@ def _add_scenario_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set guest.vcpus=16 (repeatable)",
     )
-    parser.add_argument("--seed", type=int, help="override run.seed")
+    parser.add_argument("--seed", type=_seed, help="override run.seed")
     parser.add_argument("--model", default="guest", help=argparse.SUPPRESS)
 
 
 def _add_executor_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="processes (default: CPUs)"
+        "--workers", type=_workers, default=os.cpu_count() or 1, help="processes (default: CPUs)"
     )
     parser.add_argument(
         "--scheduler", metavar="ADDRESS", help="run on the Dask cluster at ADDRESS instead"
@@ -321,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=_sweep)
     _add_model_commands(commands)
     demo = commands.add_parser("demo", help="run the two-actor runtime demo")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
     demo.add_argument("--clients", type=int, default=4)
     demo.add_argument("--requests", type=int, default=1000)
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -338,7 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with notices_shown_as(lambda notice: print(f"pagehint: notice: {notice}", file=sys.stderr)):
-            return int(args.handler(args))
+            code = int(args.handler(args))
+            sys.stdout.flush()  # within reach of the BrokenPipeError handler below
+            return code
     except ConfigError as error:
         print(f"pagehint: bad input\n{error}", file=sys.stderr)
         return 2
@@ -348,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pagehint: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader left (pagehint config --explain | head): stop quietly, as a tool that
+        # SIGPIPE ends does, and keep Python from complaining about stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import inspect
 import itertools
+import math
 import textwrap
 import tomllib
 import typing
@@ -24,7 +25,14 @@ from typing import Any, TextIO, TypeVar
 import attrs
 import cattrs
 import tomli_w
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.cols import homogenous_tuple_structure_factory
+from cattrs.errors import (
+    BaseValidationError,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+)
+from cattrs.gen import make_dict_structure_fn
 
 from ..errors import PagehintError
 
@@ -37,7 +45,39 @@ class ConfigError(PagehintError):
     def __init__(self, source: str, problems: Iterable[str]) -> None:
         self.source = source
         self.problems = list(problems)
-        super().__init__("\n".join(f"{source}: {problem}" for problem in self.problems))
+        self.blamed = [(source, problem) for problem in self.problems]
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        return "\n".join(f"{source}: {problem}" for source, problem in self.blamed)
+
+    def blamed_on(self, origins: Mapping[str, str]) -> ConfigError:
+        """This error with each problem about a key set elsewhere than the file (``origins``:
+        dotted key -> ``--set KEY=VALUE``, a sweep's factor) blamed where it was set."""
+        for index, (_, problem) in enumerate(self.blamed):
+            key, _separator, why = problem.partition(": ")
+            owner = _owning_key(key, origins)
+            if owner is not None:
+                shown = why if owner == key else problem
+                self.blamed[index] = (origins[owner], shown)
+        self.args = (self._text(),)
+        return self
+
+    def within(self, context: str) -> ConfigError:
+        """This error, each source followed by ``context`` (which run of a sweep)."""
+        self.blamed = [(f"{source} ({context})", problem) for source, problem in self.blamed]
+        self.args = (self._text(),)
+        return self
+
+
+def _owning_key(key: str, origins: Mapping[str, str]) -> str | None:
+    """The longest key of ``origins`` that is ``key`` or a table (or array) holding it."""
+    owners = [
+        origin
+        for origin in origins
+        if key == origin or key.startswith((f"{origin}.", f"{origin}["))
+    ]
+    return max(owners, key=len, default=None)
 
 
 class ConfigNotice(UserWarning):
@@ -93,18 +133,30 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         raise ConfigError(source, [f"TOML syntax error: {error}"]) from None
 
 
-def apply_overrides(document: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``KEY.PATH=VALUE`` overrides; VALUE is a TOML literal, or else plain text."""
+def apply_overrides(
+    document: dict[str, Any], overrides: Iterable[str], flag: str = "--set"
+) -> dict[str, Any]:
+    """Apply ``KEY.PATH=VALUE`` overrides; VALUE is a TOML literal, or else plain text. A
+    malformed one is blamed on ``flag``, the option that gave it."""
     values: dict[str, Any] = {}
     for override in overrides:
         key, separator, text = override.partition("=")
         if not separator:
-            raise ConfigError("--set", [f"expected KEY.PATH=VALUE, got {override!r}"])
+            raise ConfigError(flag, [f"expected KEY.PATH=VALUE, got {override!r}"])
         try:
             values[key.strip()] = tomllib.loads(f"value = {text}")["value"]
         except tomllib.TOMLDecodeError:
             values[key.strip()] = text.strip()  # unquoted text such as policy.name=bitmap
-    return apply_values(document, values, "--set")
+    return apply_values(document, values, flag)
+
+
+def override_origins(overrides: Iterable[str], flag: str = "--set") -> dict[str, str]:
+    """Where each overridden key was set, for ``ConfigError.blamed_on``: key -> the option."""
+    origins = {}
+    for override in overrides:
+        key, _, text = override.partition("=")
+        origins[key.strip()] = f"{flag} {key.strip()}={text.strip()}"
+    return origins
 
 
 def apply_values(
@@ -143,8 +195,95 @@ def _deep_copy(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def make_converter() -> cattrs.Converter:
-    """A converter that refuses unknown keys and reports every problem with its path."""
-    return cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    """A converter that refuses unknown keys and reports every problem with its path.
+
+    Scalars are taken as written, never coerced: cattrs' defaults call ``bool(value)`` and
+    ``int(value)``, so ``"no"`` would be true and ``2.9`` two vCPUs. A float accepts an integer
+    (TOML writes ``1`` for 1.0) but not NaN or infinity; a choice names its choices.
+    """
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(bool, _strict_bool)
+    converter.register_structure_hook(int, _strict_int)
+    converter.register_structure_hook(float, _strict_float)
+    converter.register_structure_hook(str, _strict_str)
+    converter.register_structure_hook_func(_is_choice, _one_of)
+    converter.register_structure_hook_factory(
+        attrs.has,
+        lambda kind: _expecting(Mapping, "a table", make_dict_structure_fn(kind, converter)),
+    )
+    converter.register_structure_hook_factory(
+        _is_homogeneous_tuple,
+        lambda kind: _expecting(
+            list | tuple, "an array", homogenous_tuple_structure_factory(kind, converter)
+        ),
+    )
+    return converter
+
+
+def _is_choice(kind: Any) -> bool:
+    origin: Any = typing.get_origin(kind)
+    return origin is typing.Literal
+
+
+def _is_homogeneous_tuple(kind: Any) -> bool:
+    args = typing.get_args(kind)
+    return typing.get_origin(kind) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def _expecting(shape: Any, what: str, hook: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """``hook``, after checking that the value is a ``shape`` (a table, an array) at all."""
+
+    def structure_checked(value: Any, kind: Any) -> Any:
+        if not isinstance(value, shape):
+            raise ValueError(f"expected {what}, got {_shown(value)}")
+        return hook(value, kind)
+
+    return structure_checked
+
+
+def _strict_bool(value: Any, _: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_shown(value)}")
+    return value
+
+
+def _strict_int(value: Any, _: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {_shown(value)}")
+    return value
+
+
+def _strict_float(value: Any, _: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {_shown(value)}")
+    return float(value)
+
+
+def _strict_str(value: Any, _: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a quoted string, got {_shown(value)}")
+    return value
+
+
+def _one_of(value: Any, kind: Any) -> Any:
+    choices = typing.get_args(kind)
+    if value not in choices or type(value) is not type(choices[0]):
+        names = ", ".join(_shown(choice) for choice in choices)
+        raise ValueError(f"expected one of {names}, got {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it in TOML (``"no"``, ``2.9``, ``true``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return repr(value)
 
 
 def structure(
@@ -188,12 +327,10 @@ def suggest(key: str, valid: Iterable[str]) -> str:
 
 
 def _plain(exc: BaseException) -> str:
-    if isinstance(exc, TypeError | ValueError) and exc.args:
-        text = str(exc.args[0])
-        if text.startswith("invalid literal for int()"):
-            return f"expected an integer, got {text.split(': ', 1)[-1]}"
-        return text
-    return f"{type(exc).__name__}: {exc}"
+    """One leaf error as a sentence: its own words, never a class name or a typing form."""
+    if isinstance(exc, TypeError | ValueError | BaseValidationError) and exc.args:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
 
 
 def _leaves(error: BaseException, path: str) -> Iterable[tuple[BaseException, str]]:

@@ -82,6 +82,9 @@ class Model(Protocol):
         """One headline value as a table cell, in its unit."""
         ...
 
+    # Optional: ``memory_estimate(config) -> (bytes, what they are made of)``, the simulator's
+    # own peak memory for ``config``; ``execute`` refuses a run that would not fit.
+
 
 def load_model(name: str = "guest") -> Model:
     found = {point.name: point for point in entry_points(group=MODEL_ENTRY_POINT_GROUP)}
@@ -90,6 +93,57 @@ def load_model(name: str = "guest") -> Model:
         raise ConfigError("--model", [f"unknown model {name!r} (models: {known})"])
     model: Model = found[name].load()
     return model
+
+
+def load_config(
+    model: Model, document: dict[str, Any], source: str, origins: Mapping[str, str] | None = None
+) -> Any:
+    """``model.load``, with each problem about a key set outside the file blamed where it was
+    set (``origins``: key -> ``--set KEY=VALUE``, a sweep factor)."""
+    try:
+        return model.load(document, source)
+    except ConfigError as error:
+        raise error.blamed_on(origins or {}) from None
+
+
+def output_directory(path: Path, option: str = "--out") -> Path:
+    """``path`` made a directory this process can write into, or bad input naming ``option``
+    (a file of that name, a place without permission)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(option, [f"{path}: cannot be made a directory: {reason}"]) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(option, [f"{path}: this process may not write into it"])
+    return path
+
+
+def machine_memory_bytes() -> int:
+    """The memory this process may use: the machine's, or its cgroup's limit if lower."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return physical
+    return min(physical, int(limit)) if limit.isdigit() else physical
+
+
+def _check_fits(model: Model, config: Any) -> None:
+    estimate = getattr(model, "memory_estimate", None)
+    if estimate is None:
+        return
+    needed, made_of = estimate(config)
+    available = machine_memory_bytes()
+    if needed > available:
+        raise ConfigError(
+            "scenario",
+            [
+                f"too large for this machine: the simulator would need about "
+                f"{needed / (1 << 30):,.1f}GiB ({made_of}), and this machine has "
+                f"{available / (1 << 30):,.1f}GiB"
+            ],
+        )
 
 
 def _write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
@@ -103,8 +157,9 @@ def execute(model: Model, config: Any, out_dir: Path) -> tuple[int, dict[str, An
 
     Returns the exit code (0 success, 1 the run failed) and the summary or error record.
     A failed run leaves ``error.json`` and no ``summary.json``: nothing half-written looks
-    complete.
+    complete. A run the machine cannot hold is refused before anything is written.
     """
+    _check_fits(model, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("summary.json", "error.json"):
         (out_dir / stale).unlink(missing_ok=True)

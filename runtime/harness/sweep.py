@@ -48,7 +48,7 @@ from .config import (
     suggest,
     to_toml,
 )
-from .model import Model, execute, load_model
+from .model import Model, execute, load_config, load_model
 
 SWEEP_KEYS = ("base", "seed", "replicates", "paired", "set", "grid", "zip")
 
@@ -64,10 +64,12 @@ class RunSpec:
     seed: int
     document: Mapping[str, Any]
     source: str  # the scenario file: errors name it, relative paths resolve against it
+    origins: Mapping[str, str] = attrs.field(factory=dict)  # keys set elsewhere: errors name it
 
 
 @attrs.frozen
 class Sweep:
+    source: str  # the sweep file
     base: Path
     seed: int
     replicates: int
@@ -112,6 +114,7 @@ def load_sweep(path: Path) -> Sweep:
     if problems:
         raise ConfigError(source, problems)
     return Sweep(
+        source=source,
         base=path.parent / document["base"],
         seed=seed,
         replicates=replicates,
@@ -126,10 +129,18 @@ def _canonical(params: Mapping[str, Any]) -> str:
     return orjson.dumps(dict(sorted(params.items()))).decode()
 
 
-def expand(sweep: Sweep, overrides: Mapping[str, Any] | None = None) -> list[RunSpec]:
-    """Every run of the sweep, in a stable order, each with its derived seed."""
+def expand(
+    sweep: Sweep,
+    overrides: Mapping[str, Any] | None = None,
+    origins: Mapping[str, str] | None = None,
+) -> list[RunSpec]:
+    """Every run of the sweep, in a stable order, each with its derived seed. ``origins``:
+    where each of ``overrides`` was given (``--set KEY=VALUE``), for errors."""
     base = load_toml(sweep.base)
     common = {**sweep.common, **(overrides or {})}
+    common_origins = {key: f"{sweep.source}: set.{key}" for key in sweep.common} | dict(
+        origins or {}
+    )
     grid_keys = list(sweep.grid)
     grid_points = itertools.product(*sweep.grid.values()) if grid_keys else [()]
     zip_points = list(zip(*sweep.zipped.values(), strict=True)) if sweep.zipped else [()]
@@ -145,6 +156,11 @@ def expand(sweep: Sweep, overrides: Mapping[str, Any] | None = None) -> list[Run
                 document = apply_values(base, {**common, **params, "run.seed": seed}, "sweep")
                 digest = config_hash(_canonical({**params, "replicate": replicate}))[:10]
                 label = ",".join(f"{key.rpartition('.')[2]}={params[key]}" for key in params)
+                factors = {
+                    key: f"{sweep.source}: {'grid' if key in sweep.grid else 'zip'}.{key} = "
+                    f"{value!r}"
+                    for key, value in params.items()
+                }
                 specs.append(
                     RunSpec(
                         f"r{replicate}-{digest}",
@@ -154,6 +170,7 @@ def expand(sweep: Sweep, overrides: Mapping[str, Any] | None = None) -> list[Run
                         seed,
                         document,
                         str(sweep.base),
+                        common_origins | factors,
                     )
                 )
     return specs
@@ -182,7 +199,7 @@ def run_spec(model_name: str, spec: RunSpec, run_dir: str) -> dict[str, Any]:
     try:
         model = load_model(model_name)
         with notices_shown_as(None):  # the client showed them when it validated the sweep
-            config = model.load(dict(spec.document), spec.source)
+            config = load_config(model, dict(spec.document), spec.source, spec.origins)
         code, result = execute(model, config, Path(run_dir))
     except Exception as error:  # a failed run is a row, not the end of the sweep
         return _failed(spec, run_dir, error)
@@ -212,10 +229,10 @@ def validate(model_name: str, specs: Iterable[RunSpec]) -> None:
     model = load_model(model_name)
     for spec in specs:
         try:
-            model.load(dict(spec.document), spec.source)
+            load_config(model, dict(spec.document), spec.source, spec.origins)
         except ConfigError as error:
-            where = f"{spec.source} (run {spec.label}, replicate {spec.replicate})"
-            raise ConfigError(where, error.problems) from None
+            replicate = f", replicate {spec.replicate}" if spec.params else ""
+            raise error.within(f"run {spec.label}{replicate}") from None
 
 
 @contextmanager
@@ -285,11 +302,15 @@ def _write_index(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     os.replace(partial, out_dir / "index.jsonl")
 
 
-def comparison_spec(label: str, document: Mapping[str, Any], source: str) -> RunSpec:
-    """A run of ``pagehint compare``: named by its label, seeded by its own config."""
+def comparison_spec(
+    label: str, document: Mapping[str, Any], source: str, origins: Mapping[str, str]
+) -> RunSpec:
+    """A run of ``pagehint compare``: named by its label, seeded by its own config (a seed
+    that is not a number is reported when the spec is validated)."""
     digest = config_hash(_canonical({"label": label}))[:10]
-    seed = int(document.get("run", {}).get("seed", 0))
-    return RunSpec(f"{_slug(label)}-{digest}", label, {}, 0, seed, document, source)
+    seed = document.get("run", {}).get("seed", 0)
+    seed = seed if isinstance(seed, int) else 0
+    return RunSpec(f"{_slug(label)}-{digest}", label, {}, 0, seed, document, source, origins)
 
 
 def _slug(text: str) -> str:
