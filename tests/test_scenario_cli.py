@@ -116,7 +116,7 @@ def test_malformed_trace_line_is_reported_with_its_number(
     scenario = tmp_path / "s.toml"
     scenario.write_text('[workload]\nname = "trace"\npath = "t.txt"\n')
     assert main(["run", str(scenario), "--out", str(tmp_path / "run")]) == 2
-    assert "t.txt:2: not a perf script event line" in capsys.readouterr().err
+    assert "t.txt:2: expected an event line of perf script" in capsys.readouterr().err
 
 
 def test_running_out_of_memory_is_an_event_not_a_crash(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from ..mm.pcp import PerCpuPages
 from ..monitor import Monitor
 from ..vcpu import VCpu
 from ..worker import HintingWorker
-from ..workloads import Trace, TraceError, TraceEvent, parse_perf_script
+from ..workloads import Trace, TraceError, TraceEvent, parse_trace
 from ..zone import Zone
 from .effective import Hinting, pcp_sizes, resolve
 from .schema import (
@@ -83,14 +83,15 @@ def _single(
             thp_fraction=workload.thp_fraction,
             think_ns=workload.mean_think,
         )
-    trace = read_trace(workload.path)
-    share = _trace_shares(workload.path, scenario.guest.vcpus)[cpu]
+    guest = scenario.guest
+    trace = read_trace(workload.path, guest.max_order)
+    share = _trace_shares(workload.path, guest.max_order, guest.vcpus)[cpu]
     return workloads.replay(share, trace.start_ns, workload.time_scale)
 
 
 @functools.lru_cache(maxsize=4)
-def _trace_shares(path: str, vcpus: int) -> list[list[TraceEvent]]:
-    return workloads.split_by_cpu(read_trace(path).events, vcpus)
+def _trace_shares(path: str, max_order: int, vcpus: int) -> list[list[TraceEvent]]:
+    return workloads.split_by_cpu(read_trace(path, max_order).events, vcpus)
 
 
 def start_delay(scenario: Scenario, costs: Costs, guest_index: int, cpu: int) -> int:
@@ -104,11 +105,12 @@ def start_delay(scenario: Scenario, costs: Costs, guest_index: int, cpu: int) ->
 
 
 @functools.lru_cache(maxsize=4)
-def read_trace(path: str) -> Trace:
-    """Parse a trace file once per process (checked at load time, replayed at build time)."""
+def read_trace(path: str, max_order: int) -> Trace:
+    """Parse a trace file once per process for a guest of ``max_order``: checked when the
+    scenario loads (bad input, before any run directory is written), replayed at build time."""
     try:
         with open(path, encoding="utf-8", errors="replace") as lines:
-            return parse_perf_script(lines, path)
+            return parse_trace(lines, path, max_order=max_order)
     except OSError as error:
         raise ConfigError(
             "workload.path", [f"cannot read trace {path}: {error.strerror}"]

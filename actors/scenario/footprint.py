@@ -21,8 +21,9 @@ The estimate follows the structures that grow with the guest (``actors/mm``), pe
 
 Checked against peak RSS of 20 ms idle runs (policy none, 1 GiB boot memory, measured by
 ``ru_maxrss``; estimate in brackets): 4 GiB 55 MiB (56), 256 GiB 85 MiB (91), 1 TiB 185 MiB
-(196), 1 TiB with a host.memory limit and MADV_FREE 265 MiB (292). It is what a run needs when
-its free memory stays in large blocks; a workload that fragments free memory into single pages needs more.
+(196), 1 TiB with a host.memory limit and MADV_FREE 265 MiB (292). It is what a run needs
+when its free memory stays in large blocks; a workload that fragments free memory into single
+pages needs more.
 """
 
 from __future__ import annotations

@@ -32,9 +32,9 @@ from .outcomes import format_metric, headline, summarise, summary_table
 from .schema import CONVERTER, Phases, Scenario, TraceReplay, check_scenario
 
 
-def _with_trace_resolved(workload: TraceReplay, base: Path) -> TraceReplay:
+def _with_trace_resolved(workload: TraceReplay, base: Path, max_order: int) -> TraceReplay:
     path = str((base / workload.path).resolve())
-    read_trace(path)
+    read_trace(path, max_order)
     return attrs.evolve(workload, path=path)
 
 
@@ -78,12 +78,12 @@ class GuestModel:
         # A trace's path is relative to the scenario file, resolved now so config.toml re-runs
         # anywhere; a bad trace is bad input, reported before the run starts.
         base = Path(source).parent if source.endswith(".toml") else Path.cwd()
-        workload = scenario.workload
+        workload, max_order = scenario.workload, scenario.guest.max_order
         if isinstance(workload, TraceReplay):
-            workload = _with_trace_resolved(workload, base)
+            workload = _with_trace_resolved(workload, base, max_order)
         elif isinstance(workload, Phases):
             phases = tuple(
-                attrs.evolve(phase, workload=_with_trace_resolved(phase.workload, base))
+                attrs.evolve(phase, workload=_with_trace_resolved(phase.workload, base, max_order))
                 if isinstance(phase.workload, TraceReplay)
                 else phase
                 for phase in workload.phases

@@ -1,8 +1,8 @@
 """The scenario schema: every table of a scenario file, as attrs classes structured by cattrs.
 
-An unknown key, a wrong type or an impossible size is reported with its key path. Sizes accept
-units ("32GiB", "64MiB") and durations too ("2s", "500us"). Defaults are the kernel's where the
-kernel has one. Each field's docstring is its documentation.
+An unknown key, a wrong type or an impossible size is reported with its key path. Sizes and
+durations need their units ("32GiB", "64MiB"; "2s", "500us"; a bare 0 goes without). Defaults
+are the kernel's where the kernel has one. Each field's docstring is its documentation.
 """
 
 from __future__ import annotations
@@ -173,8 +173,9 @@ class Churn:
 class TraceReplay:
     name: Literal["trace"] = "trace"
     path: str = ""
-    """perf script output of kmem:mm_page_alloc/mm_page_free (see docs in actors/trace.py);
-    relative paths are relative to the scenario file."""
+    """The text perf script (with or without -g) or trace-cmd report prints of
+    kmem:mm_page_alloc/mm_page_free, not perf.data or trace.dat (formats:
+    actors/workloads/trace.py); relative paths are relative to the scenario file."""
     time_scale: float = 1.0
     """Multiply recorded gaps by this (0.5 replays twice as fast)."""
 
@@ -642,7 +643,8 @@ def check_scenario(scenario: Scenario) -> list[str]:
     if isinstance(workload, TraceReplay):
         if not workload.path:
             problems.append(
-                "workload.path: the trace workload needs the path of a perf script file"
+                "workload.path: the trace workload needs the path of a perf script or "
+                "trace-cmd report text file"
             )
         if workload.time_scale <= 0:
             problems.append(f"workload.time_scale: must be positive, got {workload.time_scale}")

@@ -21,7 +21,7 @@ from .ops import (
     then_idle,
 )
 from .synthetic import churn, memhog, page_fault1, page_fault2
-from .trace import Trace, TraceError, TraceEvent, parse_perf_script, replay, split_by_cpu
+from .trace import Trace, TraceError, TraceEvent, parse_trace, replay, split_by_cpu
 
 __all__ = [
     "PHASES_DONE",
@@ -44,7 +44,7 @@ __all__ = [
     "nothing",
     "page_fault1",
     "page_fault2",
-    "parse_perf_script",
+    "parse_trace",
     "phased",
     "replay",
     "split_by_cpu",
