@@ -1,4 +1,5 @@
-"""`pagehint check`: clean runs pass, an edited log line is caught with its line number."""
+"""`pagehint check`: clean runs pass, an edited log line is caught with its line number, and a
+truncated log is checked as far as it goes, its end-of-run check marked not checked."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def test_a_clean_debug_run_passes_every_check(
     (result,) = document["runs"]
     assert result["checks"] == dict.fromkeys(check.CHECKS, "ok")
     assert result["counted"]["discards"] > 0 and result["counted"]["reports"] > 0
+    assert result["truncated"] is False
     assert document["ok"] is True
 
 
@@ -181,6 +183,105 @@ def test_a_cut_off_log_is_checked_up_to_its_last_whole_line(
     assert any(f"line {report + 2} is cut off" in warning for warning in document["warnings"])
     (result,) = document["runs"]
     assert result["in_flight_at_end"][-1]["line"] == report + 1
+
+
+TRUNCATED = "not checked (log truncated: no end-of-run line)"
+
+
+def _plain(out: str) -> str:
+    """Terminal output without the table's borders, its words joined by single spaces."""
+    return " ".join(out.translate({ord(c): " " for c in "│┃┏┓┗┛┡┩└┘┳┻╇┴━─"}).split())
+
+
+def _cut_mid_line(lines: list[bytes]) -> list[bytes]:
+    return [*lines[:-1], lines[-1][: len(lines[-1]) // 2]]
+
+
+def _before_run_end(lines: list[bytes]) -> list[bytes]:
+    """The lines before ``run_end`` (a debug log has ``actor_stopped`` lines after it)."""
+    return lines[: next(i for i, raw in enumerate(lines) if b'"event":"run_end"' in raw)]
+
+
+def _to_last_report_cut(lines: list[bytes]) -> list[bytes]:
+    last = max(i for i, raw in enumerate(lines) if b'"event":"report"' in raw)
+    return _cut_mid_line(lines[: last + 1])
+
+
+@pytest.mark.parametrize(
+    ("source", "cut"),
+    [
+        pytest.param("info_run", lambda lines: lines[:-1], id="info-last-line-dropped"),
+        pytest.param("info_run", lambda lines: lines[:-5], id="info-last-5-lines-dropped"),
+        pytest.param("info_run", _cut_mid_line, id="info-last-line-cut-mid-json"),
+        pytest.param("debug_run", _before_run_end, id="debug-cut-before-run_end"),
+        pytest.param("debug_run", _to_last_report_cut, id="debug-report-cut-mid-json"),
+    ],
+)
+def test_a_truncated_log_does_not_check_the_end_of_the_run(
+    source: str,
+    cut: Callable[[list[bytes]], list[bytes]],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    whole: Path = request.getfixturevalue(source)
+    assert run_command(check, str(whole)) == 0
+    assert "isolated_at_end ok" in _plain(capsys.readouterr().out)
+    target = copy_run(whole, tmp_path / "truncated", cut)
+    document = check_json(str(target), code=0, capsys=capsys)
+    (result,) = document["runs"]
+    assert result["truncated"] is True and document["ok"] is True
+    assert result["checks"]["isolated_at_end"].startswith(TRUNCATED)
+    assert result["checks"]["conservation"] == result["checks"]["report_ledger"] == "ok"
+
+    assert run_command(check, str(target)) == 0
+    out = _plain(capsys.readouterr().out)
+    assert "isolated_at_end ok" not in out
+    assert f"isolated_at_end {TRUNCATED}" in out
+    assert "truncated: the log has no run_end line" in out
+    assert "no violation in the lines there are" in out
+
+
+def test_a_debug_log_cut_after_its_run_end_is_checked_to_the_end(
+    debug_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only ``actor_stopped`` lines follow ``run_end``: losing some loses no end-of-run state."""
+    target = copy_run(debug_run, tmp_path / "cut", lambda lines: _cut_mid_line(lines[:-3]))
+    (result,) = check_json(str(target), code=0, capsys=capsys)["runs"]
+    assert result["truncated"] is False
+    assert result["checks"] == dict.fromkeys(check.CHECKS, "ok")
+
+
+def test_a_failed_run_says_so_where_the_end_is_not_checked(
+    info_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail_at_line_30(lines: list[bytes]) -> list[bytes]:
+        t = orjson.loads(lines[29])["t"]
+        failed = {
+            "t": t,
+            "actor": "runtime",
+            "level": "error",
+            "event": "run_failed",
+            "error": "boom",
+        }
+        return [*lines[:30], orjson.dumps(failed) + b"\n"]
+
+    target = copy_run(info_run, tmp_path / "failed", fail_at_line_30)
+    (target / "summary.json").unlink()
+    (target / "error.json").write_bytes(orjson.dumps({"status": "failed", "error": "boom"}))
+    (result,) = check_json(str(target), code=0, capsys=capsys)["runs"]
+    assert result["truncated"] is False
+    assert result["checks"]["isolated_at_end"].startswith(
+        "not checked (the run failed: no end-of-run line)"
+    )
+
+
+def test_a_whole_log_is_not_truncated(info_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (result,) = check_json(str(info_run), code=0, capsys=capsys)["runs"]
+    assert result["truncated"] is False and result["checks"]["isolated_at_end"] == "ok"
+    assert run_command(check, str(info_run)) == 0
+    out = _plain(capsys.readouterr().out)
+    assert "isolated_at_end ok" in out and "truncated" not in out
 
 
 def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,8 +13,17 @@ be trusted (or not) without re-running it:
   in flight (and of a poll whose report was not yet logged). Reports without a ``report_done``
   at the end are listed as in flight, not counted as lost.
 
-The first violation of each run is reported with its line number. Exit 0 clean, 1 on a
-violation, 2 on bad input (a log that cannot be read).
+A whole run writes ``run_end`` (its summary) after its final sample, and at debug level only
+``actor_stopped`` lines after that; a failed run ends with ``run_failed``. A log with neither is
+truncated (the run was killed, or the file was cut, a last line cut mid-write included) and its
+run is marked ``truncated``. Without ``run_end`` the other checks cover the lines there are,
+but the last sample logged is not the run's end: ``isolated_at_end`` is ``not checked`` (its
+status says why), never ``ok``.
+
+The first violation of each run is reported with its line number. Exit 0 when no check is
+violated, 1 on a violation, 2 on bad input (a log that cannot be read). A check the log cannot
+support is not a violation: a truncated log with nothing violated exits 0, its JSON ``ok`` is
+true, and its run's ``truncated`` and ``checks`` say what was not checked.
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ class RunCheck:
     violations: list[Violation] = attrs.field(factory=list)  # the first of each check
     in_flight: list[dict[str, Any]] = attrs.field(factory=list)  # reports never answered
     counted: dict[str, int] = attrs.field(factory=dict)
+    truncated: bool = False  # no run_end (nor run_failed) line: the log stops before the end
 
     @property
     def first(self) -> Violation | None:
@@ -75,6 +85,7 @@ class RunCheck:
             "checks": self.status,
             "first_violation": None if first is None else attrs.asdict(first),
             "violations": [attrs.asdict(v) for v in sorted(self.violations, key=_line)],
+            "truncated": self.truncated,
             "in_flight_at_end": self.in_flight,
             "counted": self.counted,
         }
@@ -316,6 +327,9 @@ def check_logs(db: LogDB) -> list[RunCheck]:
     _replay(db, results)
     debug = {row[0] for row in db.sql("SELECT run FROM runs WHERE debug").fetchall()}
     with_samples = db.runs_with("sample")
+    ended = db.runs_with("run_end")
+    failed_line = db.runs_with("run_failed")
+    failed = failed_line | {source.run for source in db.sources if source.status == "failed"}
     for run, result in results.items():
         if run not in debug:
             result.status["discard_in_flight"] = (
@@ -325,6 +339,13 @@ def check_logs(db: LogDB) -> list[RunCheck]:
         if run not in with_samples:
             for check in ("conservation", "isolated_at_end"):
                 result.status[check] = "not checked: the log has no sample lines"
+        if run not in ended:
+            result.truncated = run not in failed_line
+            why = "the run failed" if run in failed else "log truncated"
+            result.status["isolated_at_end"] = (
+                f"not checked ({why}: no end-of-run line): the last sample logged is not the "
+                "run's end"
+            )
     return list(results.values())
 
 
@@ -335,8 +356,9 @@ DESCRIPTION = (
     "and verify page conservation at every sample, the report ledger (unique tokens, answered "
     "once, no block in two reports), that the host discarded only pages of reports in flight "
     "(needs a debug-level log), and that isolated pages at the end are those of reports still "
-    "in flight. Prints the first violation with its line number. Exit 0 clean, 1 on a "
-    "violation, 2 on bad input."
+    "in flight (not checked on a log truncated before its run_end line). Prints the first "
+    "violation with its line number. Exit 0 when nothing is violated (a truncated log "
+    "included), 1 on a violation, 2 on bad input."
 )
 
 
@@ -382,15 +404,22 @@ def _print(results: Sequence[RunCheck], warnings: Sequence[str]) -> None:
         console.print(table)
         counted = ", ".join(f"{n:,} {what}" for what, n in result.counted.items())
         console.print(f"replayed: {counted}")
+        if result.truncated:
+            console.print(
+                "[yellow]truncated[/yellow]: the log has no run_end line; checked as far as it goes"
+            )
         if result.in_flight:
-            console.print(f"{len(result.in_flight)} report(s) still in flight at the end:")
+            where = "where the log stops" if result.truncated else "at the end"
+            console.print(f"{len(result.in_flight)} report(s) still in flight {where}:")
             for flight in result.in_flight:
                 console.print(
                     f"  {flight['guest']} token {flight['token']}: {flight['pages']:,} pages, "
                     f"reported at line {flight['line']}"
                 )
         first = result.first
-        if first is None:
+        if first is None and result.truncated:
+            console.print("[green]no violation[/green] in the lines there are")
+        elif first is None:
             console.print("[green]no violation[/green]")
         else:
             console.print(
