@@ -78,6 +78,7 @@ class Monitor(Actor):
             total_pages=allocator.total_pages,
             lock_queue=self.zone.queued,
         )
+        self.system.report_progress()
 
     def wasted_now(self) -> int:
         """Pages the host backs that the guest is not using: what hinting could give back.

@@ -13,7 +13,6 @@ runs, so a reused directory would measure nothing).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import functools
 import shutil
 import tempfile
@@ -28,7 +27,14 @@ from _stats import interleave, spread
 from rich.console import Console
 from rich.table import Table
 
-from pagehint.runtime.harness.sweep import RunSpec, execute_all, expand, load_sweep, open_executor
+from pagehint.runtime.harness.sweep import (
+    Executor,
+    RunSpec,
+    execute_all,
+    expand,
+    load_sweep,
+    open_executor,
+)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RUNS = 40
@@ -59,7 +65,7 @@ def sweep_specs(duration: str, workdir: Path) -> list[RunSpec]:
 
 
 @contextmanager
-def dask_executor() -> Iterator[concurrent.futures.Executor]:
+def dask_executor() -> Iterator[Executor]:
     from distributed import LocalCluster
 
     with (
@@ -71,9 +77,7 @@ def dask_executor() -> Iterator[concurrent.futures.Executor]:
         yield executor
 
 
-def timed_sweep(
-    specs: Sequence[RunSpec], workdir: Path, executor: concurrent.futures.Executor
-) -> float:
+def timed_sweep(specs: Sequence[RunSpec], workdir: Path, executor: Executor) -> float:
     out = Path(tempfile.mkdtemp(dir=workdir))
     started = time.perf_counter()
     rows = execute_all("guest", specs, out, executor)

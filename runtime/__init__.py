@@ -1,7 +1,8 @@
 """pagehint's actor runtime on trio: generic, knowing nothing of pages.
 
 Actors with bounded mailboxes and typed dispatch, supervision, a fast virtual clock,
-reproducible scheduling, structured JSON-lines logs and metrics.
+reproducible scheduling, structured JSON-lines logs and metrics. A run that deadlocks in virtual
+time raises ``DeadlockError`` naming what each actor waits on, instead of hanging.
 """
 
 from .actor import Actor, MailboxStats, Reply, handles
@@ -12,6 +13,7 @@ from .errors import (
     ActorStopped,
     AskSelf,
     AskTimeout,
+    DeadlockError,
     DuplicateActor,
     PagehintError,
     UnhandledMessage,
@@ -36,6 +38,7 @@ __all__ = [
     "AskSelf",
     "AskTimeout",
     "Counter",
+    "DeadlockError",
     "DuplicateActor",
     "Histogram",
     "MailboxStats",

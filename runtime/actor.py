@@ -70,11 +70,12 @@ class MailboxStats:
 class Reply:
     """The asker's side of one ``ask``: settled once, by a value, an error or a timeout."""
 
-    __slots__ = ("__weakref__", "_message", "_outcome", "_target", "_task", "_timer")
+    __slots__ = ("__weakref__", "_message", "_outcome", "_since_ns", "_target", "_task", "_timer")
 
-    def __init__(self, target: str, message: object) -> None:
+    def __init__(self, target: str, message: object, since_ns: int) -> None:
         self._target = target
         self._message = message
+        self._since_ns = since_ns  # when it was asked, for a deadlock report
         self._outcome: outcome.Outcome[Any] | None = None
         self._task: Task | None = None
         self._timer: TimerHandle | None = None
@@ -246,7 +247,7 @@ class Actor:
             raise ActorStopped(self.name, message)
         if self._task is current_task():
             raise AskSelf(self.name, message)
-        reply = Reply(self.name, message)
+        reply = Reply(self.name, message, self.clock.now_ns())
         await self._enqueue((message, reply))
         return await reply.wait(self.clock, timeout_ns)
 

@@ -7,6 +7,10 @@ this clock keeps its own ``(time, sequence)`` heap of parked tasks instead and w
 with a plain ``reschedule``. Same-time timers fire one at a time in the order they were set,
 so runs are reproducible regardless of trio's run-queue shuffling.
 
+When nothing at all is scheduled the virtual clock also tells whether the run is stuck: no
+task can run, and no timer, trio deadline, thread or real I/O can ever wake one (see
+``VirtualClock.call_when_stuck``; ``pagehint.runtime.deadlock`` turns that into an error).
+
 Time is kept as integer nanoseconds (``now_ns``); trio sees float seconds.
 """
 
@@ -18,10 +22,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
+import trio.testing
 from trio.lowlevel import Abort, RaiseCancelT, current_task, reschedule, wait_task_rescheduled
 
 NS_PER_S = 1_000_000_000
+
+# trio keeps the tasks in ``trio.testing.wait_all_tasks_blocked`` private; the pinned trio range
+# has them, and tests/test_deadlock.py fails loudly if a release moves them.
+_trio_run_module = trio._core._run
 
 # A heap entry is a mutable list ``[when_ns, seq, callback, arg]``; a cancelled entry has
 # ``callback`` set to None and is discarded when it reaches the top (lazy deletion is O(1)
@@ -78,13 +88,14 @@ class SimClock(trio.abc.Clock):
 class VirtualClock(SimClock):
     """Simulated time that advances only when every task is blocked."""
 
-    __slots__ = ("_heap", "_now_ns", "_seq", "wakeups")
+    __slots__ = ("_heap", "_now_ns", "_on_stuck", "_seq", "wakeups")
     virtual = True
 
     def __init__(self, start_ns: int = 0) -> None:
         self._now_ns = start_ns
         self._heap: list[_Entry] = []
         self._seq = 0
+        self._on_stuck: Callable[[], object] | None = None
         self.wakeups = 0
 
     # -- trio.abc.Clock -------------------------------------------------------------------
@@ -110,8 +121,23 @@ class VirtualClock(SimClock):
             # A trio deadline (cancel scope, move_on_after, trio.sleep) comes first.
             self._now_ns = max(self._now_ns, _seconds_to_ns(deadline))
             return 0.0
-        # Nothing scheduled at all: wait for real I/O (or a true deadlock, which hangs).
+        # Nothing scheduled at all: wait for real I/O or a thread, unless nothing can come.
+        on_stuck = self._on_stuck
+        if on_stuck is not None and not _woken_from_outside():
+            self._on_stuck = None
+            on_stuck()
+            return 0.0
         return math.inf
+
+    def call_when_stuck(self, callback: Callable[[], object] | None) -> None:
+        """Call ``callback()`` once, from the scheduler, if the run gets stuck (None: don't).
+
+        Stuck: no task can run, no timer or trio deadline is pending, and nothing outside the
+        tasks (a ``trio.to_thread`` worker, real I/O, a ``wait_all_tasks_blocked``) may wake
+        one. The check runs only when nothing is scheduled, so it costs a moving run nothing.
+        The callback must not block; it may cancel scopes or reschedule tasks.
+        """
+        self._on_stuck = callback
 
     # -- SimClock -------------------------------------------------------------------------
     def now_ns(self) -> int:
@@ -138,6 +164,19 @@ class VirtualClock(SimClock):
     @property
     def pending_timers(self) -> int:
         return sum(1 for entry in self._heap if entry[2] is not None)
+
+
+def _woken_from_outside() -> bool:
+    """Whether something other than a timer may still wake a task of this idle run."""
+    statistics = trio.lowlevel.current_statistics()
+    io_waits = attrs.asdict(statistics.io_statistics)
+    del io_waits["backend"]  # every other field counts tasks (or monitors) waiting on I/O
+    return (
+        sum(io_waits.values()) > 1  # trio's own wake-up socket always has one
+        or statistics.run_sync_soon_queue_size > 0
+        or trio.testing.active_thread_count() > 0
+        or bool(_trio_run_module.GLOBAL_RUN_CONTEXT.runner.waiting_for_idle)
+    )
 
 
 class RealClock(SimClock):

@@ -78,6 +78,22 @@ class UnhandledMessage(PagehintError):
         )
 
 
+class DeadlockError(PagehintError):
+    """Every task of a virtual-time run waits and nothing can wake one: the model's bug.
+
+    ``waits`` says, one line per task, what each waits on (an ask: who asked whom what, and
+    when); the message lists them under the time the run got stuck.
+    """
+
+    def __init__(self, t_ns: int, waits: list[str]) -> None:
+        self.t_ns = t_ns
+        self.waits = waits
+        super().__init__(
+            f"deadlock at t={t_ns} ns: every task waits, and no timer, trio deadline, thread "
+            "or I/O can wake one" + "".join(f"\n  {wait}" for wait in waits)
+        )
+
+
 class DuplicateActor(PagehintError):
     """Two actors of one system with the same name."""
 

@@ -4,6 +4,13 @@ A test that asks for the ``actor_system`` fixture (or carries ``@pytest.mark.pag
 under pagehint's virtual clock with reproducible scheduling, so ``await system.sleep_ns(...)``
 of simulated seconds takes microseconds and a failing example replays exactly. The seed is
 ``@pytest.mark.pagehint(seed=N)``, else ``--pagehint-seed`` (default 0).
+
+A test that deadlocks (every task waits, and no timer, trio deadline, thread or I/O can wake
+one) fails with ``DeadlockError`` naming what each actor waits on, instead of hanging.
+
+The tests run through pytest-trio, which pagehint does not depend on (a simulator should not
+pull in pytest): ``pip install 'pagehint[test]'`` brings it. Without it, such a test fails at
+setup saying so.
 """
 
 from __future__ import annotations
@@ -16,11 +23,18 @@ import pytest
 import trio
 
 from .clock import SimClock, VirtualClock
+from .deadlock import watch_for_deadlock
 from .determinism import deterministic_scheduling
 from .log import MemoryLog
 from .system import ActorSystem, open_actor_system
 
 _FIXTURES_NEEDING_VIRTUAL_TIME = {"actor_system", "virtual_clock"}
+
+NO_PYTEST_TRIO = (
+    "pagehint's virtual-time tests (fixtures actor_system, virtual_clock; "
+    "@pytest.mark.pagehint) run through pytest-trio, which is not installed or is disabled "
+    "(-p no:trio): pip install pytest-trio, or pip install 'pagehint[test]'"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,17 +67,35 @@ def _run_in_virtual_time(
     instruments: Sequence[trio.abc.Instrument] = (),
 ) -> Any:
     """A runner for pytest-trio: our clock unless the test brought one of ours."""
+    __tracebackhide__ = True  # a failure shows the test, not the runner
     sim_clock = clock if isinstance(clock, SimClock) else VirtualClock()
     with deterministic_scheduling(seed):
-        return trio.run(fn, clock=sim_clock, instruments=instruments)
+        return trio.run(watch_for_deadlock, fn, clock=sim_clock, instruments=instruments)
+
+
+def _needs_virtual_time(item: pytest.Item) -> bool:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    return bool(fixtures & _FIXTURES_NEEDING_VIRTUAL_TIME or item.get_closest_marker("pagehint"))
+
+
+def _has_pytest_trio(config: pytest.Config) -> bool:
+    return config.pluginmanager.has_plugin("trio")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _has_pytest_trio(config):
+        return  # the trio marker would be unknown; each such test fails at setup instead
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & _FIXTURES_NEEDING_VIRTUAL_TIME or item.get_closest_marker("pagehint"):
+        if _needs_virtual_time(item):
             runner = functools.partial(_run_in_virtual_time, seed=_seed_of(item))
             item.add_marker(pytest.mark.trio(run=runner), append=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Without pytest-trio pytest fails such a test with no word of what to install."""
+    if _needs_virtual_time(item) and not _has_pytest_trio(item.config):
+        pytest.fail(NO_PYTEST_TRIO, pytrace=False)
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 Supervision is deliberately simple ("let it crash", but loudly): an actor whose handler or
 ``run`` raises ends the whole run with ``ActorCrashed``, naming the actor, the message it was
 handling and the virtual time, with the original exception chained. A model whose actor died
-silently would produce numbers that look right and are not.
+silently would produce numbers that look right and are not. A run that deadlocks in virtual time
+ends the same way, with ``DeadlockError`` naming what each actor waits on
+(``pagehint.runtime.deadlock``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import trio
 
 from .actor import Actor
 from .clock import RealClock, SimClock, VirtualClock, current_clock
+from .deadlock import report_actors_of, watch_for_deadlock
 from .determinism import deterministic_scheduling, stream_for
 from .errors import ActorCrashed, DuplicateActor, UnknownActor
 from .log import RunLog, null_log
@@ -36,6 +39,8 @@ class ActorSystem:
         self.log = log.logger("runtime")
         self.metrics = Metrics()
         self._actors: dict[str, Actor] = {}
+        # Told how far the run has got in virtual time, for a progress bar (None: nobody asks).
+        self.on_progress: Callable[[int], None] | None = None
 
     # -- actors --------------------------------------------------------------------------
     def spawn(self, actor: _A) -> _A:
@@ -102,6 +107,12 @@ class ActorSystem:
     async def sleep_until_ns(self, when_ns: int) -> None:
         await self.clock.sleep_until_ns(when_ns)
 
+    def report_progress(self) -> None:
+        """Say how far the run has got: a model's periodic actor (the guest's monitor, once per
+        sample) calls this, so that a progress bar costs the hot path nothing."""
+        if self.on_progress is not None:
+            self.on_progress(self.clock.now_ns())
+
 
 def _sole_error(error: Exception) -> Exception:
     """An actor's own nursery wraps its error in a group of one: name the error itself."""
@@ -141,6 +152,7 @@ async def open_actor_system(
     try:
         async with trio.open_nursery() as nursery:
             system = ActorSystem(nursery, clock, seed, log)
+            report_actors_of(system)
             try:
                 yield system
             finally:
@@ -175,7 +187,8 @@ def run_simulation(
 ) -> _T:
     """Run ``main(system)`` in a fresh trio run with reproducible scheduling; return its result.
 
-    When ``main`` returns, every actor is stopped and the run ends.
+    When ``main`` returns, every actor is stopped and the run ends. In virtual time, a run
+    that deadlocks raises ``DeadlockError`` instead of hanging.
     """
     sim_clock = make_clock(clock)
 
@@ -184,4 +197,4 @@ def run_simulation(
             return await main(system)
 
     with deterministic_scheduling(seed):
-        return trio.run(root, clock=sim_clock, **trio_run_kwargs)
+        return trio.run(watch_for_deadlock, root, clock=sim_clock, **trio_run_kwargs)

@@ -307,7 +307,8 @@ def test_plots_of_a_sweep_leave_out_what_info_logs_lack(sweep: Path, tmp_path: P
     pytest.importorskip("matplotlib")
     with open_run(sweep) as db:
         written, skipped = write_plots(db, tmp_path)
-    assert {path.name for path in written} == {"memory.png", "returned.png", "worker_timeline.png"}
+    names = {"memory.png", "returned.png", "worker_timeline.png", "sweep.png"}
+    assert {path.name for path in written} == names
     assert any("lock_wait.png" in note for note in skipped)
     assert all(path.read_bytes().startswith(PNG) for path in written)
 

@@ -15,7 +15,7 @@ from pagehint.runtime import ActorSystem
 from pagehint.runtime.harness.cli import main
 from pagehint.runtime.harness.config import load_toml
 from pagehint.runtime.harness.model import RunFailed
-from pagehint.runtime.harness.sweep import execute_all, expand, load_sweep
+from pagehint.runtime.harness.sweep import Executor, execute_all, expand, load_sweep
 
 from conftest import CONFIGS
 
@@ -139,13 +139,14 @@ def test_sweep_results_do_not_depend_on_worker_count(
     assert "8 of 8 runs ok" in capsys.readouterr().out
 
 
-class InlineExecutor(concurrent.futures.Executor):
-    """Runs each job at once in this process, so a test can patch what the job calls."""
+def submit_inline(fn: Callable[..., Any], /, *args: Any) -> Any:
+    """Run a job at once in this process, so that a test can patch what the job calls."""
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    future.set_result(fn(*args))
+    return future
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        future.set_result(fn(*args, **kwargs))
-        return future
+
+INLINE = Executor(submit_inline, ships_files=False, stop=lambda: None)
 
 
 def test_a_failing_run_is_recorded_and_the_others_go_on(
@@ -160,7 +161,7 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(
 
     monkeypatch.setattr(GuestModel, "run", run_or_fail)
     specs = expand(load_sweep(write_sweep(tmp_path, GRID)))
-    rows = execute_all("guest", specs, tmp_path / "out", InlineExecutor())
+    rows = execute_all("guest", specs, tmp_path / "out", INLINE)
     failed = [row for row in rows if row["status"] == "failed"]
     assert len(failed) == 4 and all(row["params"]["guest.vcpus"] == 2 for row in failed)
     assert all("injected failure" in row["error"] for row in failed)
@@ -171,11 +172,11 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(
 def test_an_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path: Path) -> None:
     specs = expand(load_sweep(write_sweep(tmp_path, GRID)))
     out = tmp_path / "out"
-    execute_all("guest", specs, out, InlineExecutor())
+    execute_all("guest", specs, out, INLINE)
     # As if interrupted: one run never finished.
     unfinished = out / "runs" / specs[3].run_id / "summary.json"
     unfinished.unlink()
-    rows = execute_all("guest", specs, out, InlineExecutor())
+    rows = execute_all("guest", specs, out, INLINE)
     resumed = [row.get("resumed", False) for row in rows]
     assert resumed.count(False) == 1 and resumed[3] is False
     assert unfinished.exists()
@@ -218,4 +219,5 @@ def test_unreachable_scheduler_is_a_clear_error(
     sweep = write_sweep(tmp_path, GRID)
     code = main(["sweep", str(sweep), "--scheduler", "tcp://127.0.0.1:1", "--out", str(tmp_path)])
     assert code == 2
-    assert "cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'" in capsys.readouterr().err
+    err = capsys.readouterr().err  # nothing listens there: connect retries until the deadline
+    assert "--scheduler: tcp://127.0.0.1:1: " in err and "10 s" in err

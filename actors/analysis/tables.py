@@ -112,15 +112,21 @@ def dumps(document: Mapping[str, Any]) -> str:
     return orjson.dumps(document, default=str, option=orjson.OPT_INDENT_2).decode()
 
 
+def factor_names(keys: Sequence[str]) -> dict[str, str]:
+    """How factors are named for people: by their last part (vcpus; policy for policy.name),
+    unless two would clash."""
+    shorts = [key.split(".")[-2 if key.endswith(".name") else -1] for key in keys]
+    return dict(zip(keys, shorts if len(set(shorts)) == len(shorts) else keys, strict=True))
+
+
 def run_labels(db: LogDB) -> dict[str, str]:
     """How a run is named in a legend: its factors (policy=scanner), else its name."""
     keys = db.factors + (db.replicates if db.replicated else [])
     if not keys or len(keys) > 3:  # unrelated configs: their names say more than a diff
         return {source.run: source.run for source in db.sources}
-    shorts = [key.rpartition(".")[2] for key in keys]
-    names = shorts if len(set(shorts)) == len(shorts) else keys
+    names = factor_names(keys)
     rows = db.sql("SELECT run, " + ", ".join(f'"{key}"' for key in keys) + " FROM runs").fetchall()
     return {
-        row[0]: ", ".join(f"{name}={value}" for name, value in zip(names, row[1:], strict=True))
+        row[0]: ", ".join(f"{names[key]}={value}" for key, value in zip(keys, row[1:], strict=True))
         for row in rows
     }

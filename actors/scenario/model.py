@@ -129,6 +129,9 @@ class GuestModel:
     def memory_estimate(self, config: Scenario) -> tuple[int, str]:
         return estimated_bytes(config)
 
+    def duration_ns(self, config: Scenario) -> int:
+        return config.run.duration
+
     def with_seed(self, config: Scenario, seed: int) -> Scenario:
         return attrs.evolve(config, run=attrs.evolve(config.run, seed=seed))
 

@@ -36,6 +36,7 @@ from ..mm.buddy import Watermarks
 from ..mm.costs import Costs
 from ..mm.kernels import DEFAULT_KERNEL, KERNELS
 from ..mm.profiles import cost_rules, costs_for, default_profile, profiles
+from ..workloads import THP_ORDER
 from .effective import check_hinting, pcp_sizes
 
 DEFAULT_DESIGN = "page_reporting"
@@ -636,6 +637,12 @@ def check_scenario(scenario: Scenario) -> list[str]:
                     f"workload.phases[{index}].tasks: {phase.tasks} tasks, but guest.vcpus = "
                     f"{guest.vcpus}"
                 )
+    if _uses_thps(scenario.workload) and guest.max_order <= THP_ORDER:
+        problems.append(
+            f"guest.max_order: the workload faults THPs (order {THP_ORDER}, 2MiB), which a buddy "
+            f"allocator of orders 0..{guest.max_order - 1} cannot hold: max_order must be at "
+            f"least {THP_ORDER + 1}, or the workload use 4KiB pages"
+        )
     problems += check_hinting(scenario) + _check_host(scenario)
     workload = scenario.workload
     if isinstance(workload, Churn) and not 0.0 <= workload.thp_fraction <= 1.0:
@@ -649,6 +656,14 @@ def check_scenario(scenario: Scenario) -> list[str]:
         if workload.time_scale <= 0:
             problems.append(f"workload.time_scale: must be positive, got {workload.time_scale}")
     return problems
+
+
+def _uses_thps(workload: WorkloadSection) -> bool:
+    if isinstance(workload, Phases):
+        return any(_uses_thps(phase.workload) for phase in workload.phases)
+    if isinstance(workload, Churn):
+        return workload.thp_fraction > 0
+    return bool(getattr(workload, "thp", False))
 
 
 def _check_host(scenario: Scenario) -> list[str]:

@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,9 +16,17 @@ from typing import Any
 
 import orjson
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 
+from ..clock import NS_PER_S
 from ..determinism import MAX_SEED
 from ..errors import PagehintError
 from ..log import RunLog
@@ -27,6 +36,7 @@ from .config import (
     ConfigError,
     apply_overrides,
     apply_values,
+    config_hash,
     flatten,
     load_toml,
     notices_shown_as,
@@ -34,8 +44,11 @@ from .config import (
     to_toml,
 )
 from .demo import run_demo
-from .model import Model, execute, load_config, load_model, output_directory
+from .model import Model, Progress, check_fits, execute, load_config, load_model
+from .rundirs import RESULT_FILE_ORDER, claimed, output_directory
 from .sweep import (
+    RUNS,
+    RunSpec,
     comparison_spec,
     comparison_table,
     execute_all,
@@ -162,12 +175,22 @@ def _workers(text: str) -> int:
     return workers
 
 
+RUN_RESULTS = (*RESULT_FILE_ORDER, "log.parquet")
+SET_RESULTS = ("index.jsonl", RUNS)  # a comparison's or sweep's
+
+
 def _run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     config, source = _load(model, args)
     stem = Path(source).stem if source.endswith(".toml") else "default"
-    out = output_directory(args.out or Path("runs") / f"{stem}-seed{model.seed(config)}")
-    code, result = execute(model, config, out)
+    default = Path("runs") / f"{stem}-seed{model.seed(config)}"
+    check_fits(model, config)  # before a directory is made for it
+    with claimed(args.out, default, RUN_RESULTS, force=args.force) as (out, said):
+        if said:
+            print(f"pagehint: {said}", file=sys.stderr)
+        bar = Console(stderr=True) if sys.stderr.isatty() and not args.quiet else None
+        with run_progress(model, config, bar) as progress:
+            code, result = execute(model, config, out, progress)
     console = _console()
     if code == 0:
         console.print(model.summary_table(result))
@@ -203,13 +226,46 @@ def _compare(args: argparse.Namespace) -> int:
                 document = apply_values(document, {"run.seed": args.seed}, "--seed")
             label = (path.stem if len(configs) > 1 else "") + (f"[{variant}]" if variant else "")
             specs.append(comparison_spec(label or path.stem, document, source, origins))
+    _refuse_twins(specs)
     validate(args.model, specs)
-    out = output_directory(args.out or Path("runs") / "compare")
-    with open_executor(args.workers, args.scheduler) as executor, _progress(len(specs)) as done:
-        rows = execute_all(args.model, specs, out, executor, done)
+    default = Path("runs") / "compare"
+    with claimed(args.out, default, SET_RESULTS, force=args.force) as (out, said):
+        if said:
+            print(f"pagehint: {said}", file=sys.stderr)
+        rows = _execute(args, specs, out)
     _console().print(comparison_table(model, rows))
     print(f"runs: {out}")
     return 0 if all(row["status"] == "ok" for row in rows) else 1
+
+
+def _refuse_twins(specs: list[RunSpec]) -> None:
+    """A comparison of a run with itself says nothing: one scenario (or variant) named twice
+    is bad input, named as the user gave it."""
+    seen: dict[str, RunSpec] = {}
+    for spec in specs:
+        key = config_hash(orjson.dumps(spec.document, option=orjson.OPT_SORT_KEYS).decode())
+        if key in seen:
+            raise ConfigError(
+                "compare",
+                [
+                    f"{seen[key].label} and {spec.label} are the same scenario: name each "
+                    "scenario or variant once"
+                ],
+            )
+        seen[key] = spec
+
+
+def _execute(args: argparse.Namespace, specs: list[RunSpec], out: Path) -> list[dict[str, Any]]:
+    """Every spec's run, on the executor the options chose, with a bar of runs."""
+    with (
+        open_executor(args.workers, args.scheduler, args.worker_timeout) as executor,
+        _progress(len(specs)) as done,
+    ):
+        rows = execute_all(args.model, specs, out, executor, done)
+    reused = sum(bool(row.get("resumed")) for row in rows)
+    if reused:
+        print(f"pagehint: reused {reused} finished run(s) of {len(rows)} in {out}", file=sys.stderr)
+    return rows
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -219,10 +275,19 @@ def _sweep(args: argparse.Namespace) -> int:
     overrides = apply_overrides({}, args.overrides)
     specs = expand(sweep, flatten(overrides), override_origins(args.overrides))
     validate(args.model, specs)
-    out = output_directory(args.out or Path("runs") / sweep_file.stem)
-    (out / "sweep.toml").write_text(sweep_file.read_text(encoding="utf-8"), encoding="utf-8")
-    with open_executor(args.workers, args.scheduler) as executor, _progress(len(specs)) as done:
-        rows = execute_all(args.model, specs, out, executor, done)
+    text = sweep_file.read_text(encoding="utf-8")
+
+    def its_own(directory: Path) -> bool:  # this sweep, interrupted: resume it
+        earlier = directory / "sweep.toml"
+        return earlier.is_file() and earlier.read_text(encoding="utf-8") == text
+
+    default = Path("runs") / sweep_file.stem
+    results = ("sweep.toml", *SET_RESULTS)
+    with claimed(args.out, default, results, force=args.force, resumes=its_own) as (out, said):
+        if said:
+            print(f"pagehint: {said}", file=sys.stderr)
+        (out / "sweep.toml").write_text(text, encoding="utf-8")
+        rows = _execute(args, specs, out)
     _console().print(sweep_table(model, sweep, rows))
     failed = [row for row in rows if row["status"] != "ok"]
     for row in failed:
@@ -234,8 +299,51 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 @contextmanager
+def run_progress(model: Model, config: Any, console: Console | None) -> Iterator[Progress | None]:
+    """A bar of virtual time simulated against the run's duration (and its baseline's), with
+    wall time elapsed and left, on ``console``; None (no bar) without a console, or when the
+    model does not say how long its runs are."""
+    duration = getattr(model, "duration_ns", None)
+    if console is None or duration is None:
+        yield None
+        return
+    total = duration(config)
+    which = ["run", *(["baseline"] if model.baseline(config) is not None else [])]
+    with RichProgress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[virtual]} virtual"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        tasks = {
+            name: bar.add_task(
+                "baseline (policy none)" if name == "baseline" else "run",
+                total=total,
+                virtual=f"0s / {total / NS_PER_S:g}s",
+                start=name == "run",
+            )
+            for name in which
+        }
+
+        started = {"run"}
+
+        def reached(name: str, now_ns: int) -> None:
+            if name not in started:  # the baseline's clock starts when it does
+                started.add(name)
+                bar.start_task(tasks[name])
+            shown = f"{now_ns / NS_PER_S:.3g}s / {total / NS_PER_S:g}s"
+            bar.update(tasks[name], completed=now_ns, virtual=shown)
+
+        yield reached
+
+
+@contextmanager
 def _progress(total: int) -> Iterator[Callable[[dict[str, Any]], None]]:
-    with Progress(
+    with RichProgress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -265,7 +373,25 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
         "--workers", type=_workers, default=os.cpu_count() or 1, help="processes (default: CPUs)"
     )
     parser.add_argument(
-        "--scheduler", metavar="ADDRESS", help="run on the Dask cluster at ADDRESS instead"
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on the Dask cluster at ADDRESS (tcp://HOST:PORT) instead; its workers send "
+        "each run's files back, so they need no filesystem shared with this machine",
+    )
+    parser.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the Dask cluster to have a worker (default: 30)",
+    )
+
+
+def _add_force_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the earlier results in --out (without it, they are refused)",
     )
 
 
@@ -300,7 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"{DEFAULT_SCENARIO} if present, else the installed default)",
     )
     _add_scenario_options(run)
-    run.add_argument("--out", type=Path, help="run directory (default: runs/NAME-seedN)")
+    run.add_argument(
+        "--quiet", action="store_true", help="no progress bar (there is none unless on a terminal)"
+    )
+    run.add_argument(
+        "--out", type=Path, help="run directory (default: runs/NAME-seedN, or a fresh one beside)"
+    )
+    _add_force_option(run)
     run.set_defaults(handler=_run)
 
     config = commands.add_parser(
@@ -327,7 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_scenario_options(compare)
     _add_executor_options(compare)
-    compare.add_argument("--out", type=Path, help="directory for the runs (default: runs/compare)")
+    compare.add_argument(
+        "--out", type=Path, help="directory for the runs (default: runs/compare, or a fresh one)"
+    )
+    _add_force_option(compare)
     compare.set_defaults(handler=_compare)
 
     sweep = commands.add_parser(
@@ -341,7 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_scenario_options(sweep)
     _add_executor_options(sweep)
-    sweep.add_argument("--out", type=Path, help="sweep directory (default: runs/SWEEP-NAME)")
+    sweep.add_argument(
+        "--out",
+        type=Path,
+        help="sweep directory (default: runs/SWEEP-NAME); resumed if it holds this sweep",
+    )
+    _add_force_option(sweep)
     sweep.set_defaults(handler=_sweep)
     _add_model_commands(commands)
     demo = commands.add_parser("demo", help="run the two-actor runtime demo")
@@ -354,12 +494,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that it ends as an interrupt does: workers
+    stopped, the index written. A BaseException, so that no ``except Exception`` takes it."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_ends_the_command() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler; a command run elsewhere keeps the default
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    with _sigterm_ends_the_command():
+        return _handle(args)
+
+
+def _handle(args: argparse.Namespace) -> int:
     try:
         with notices_shown_as(lambda notice: print(f"pagehint: notice: {notice}", file=sys.stderr)):
             code = int(args.handler(args))
@@ -373,7 +539,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print("pagehint: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    except Terminated:
+        print("pagehint: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         # The reader left (pagehint config --explain | head): stop quietly, as a tool that
         # SIGPIPE ends does, and keep Python from complaining about stdout at exit.

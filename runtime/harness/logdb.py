@@ -277,6 +277,12 @@ def _sources_at(path: Path) -> list[tuple[str, Path, Path | None, Path | None]]:
     log = path / LOG_NAME
     if log.is_file():
         return [(path.resolve().name, log, path, None)]
+    listed = _indexed_run_dirs(path)
+    if listed is not None:
+        logs = [run / LOG_NAME for run in listed if (run / LOG_NAME).is_file()]
+        if not logs:
+            raise NotARun(path, "its index.jsonl lists no run with a log")
+        return [(log.parent.relative_to(path).as_posix(), log, log.parent, path) for log in logs]
     logs = sorted(found for found in path.rglob(LOG_NAME) if found.is_file())
     if not logs:
         hint = (
@@ -290,6 +296,31 @@ def _sources_at(path: Path) -> list[tuple[str, Path, Path | None, Path | None]]:
             f"a {LOG_NAME} below it){hint}",
         )
     return [(log.parent.relative_to(path).as_posix(), log, log.parent, path) for log in logs]
+
+
+def _indexed_run_dirs(root: Path) -> list[Path] | None:
+    """The run directories a sweep's ``index.jsonl`` lists, in its order (None: no index).
+
+    Only these are the sweep: a directory left from an earlier sweep, or a run the index does
+    not know, is not read. A row's ``dir`` is relative to the sweep directory (absolute in
+    indexes of earlier versions).
+    """
+    index = root / "index.jsonl"
+    if not index.is_file():
+        return None
+    dirs = []
+    for number, raw in enumerate(index.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise NotARun(root, f"index.jsonl line {number} is not JSON") from None
+        where = row.get("dir") if isinstance(row, dict) else None
+        if not isinstance(where, str):
+            raise NotARun(root, f"index.jsonl line {number} has no run directory (dir)")
+        dirs.append(root / where)
+    return dirs
 
 
 _NESTED_PARAMS = ("params.", "parameters.", "factors.")

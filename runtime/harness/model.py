@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import orjson
 from rich.table import Table
 
-from ..errors import ActorCrashed, PagehintError
+from ..errors import ActorCrashed, DeadlockError, PagehintError
 from ..log import RunLog
 from ..system import ActorSystem, run_simulation
 from .config import ConfigError, config_hash, to_toml
@@ -83,7 +83,8 @@ class Model(Protocol):
         ...
 
     # Optional: ``memory_estimate(config) -> (bytes, what they are made of)``, the simulator's
-    # own peak memory for ``config``; ``execute`` refuses a run that would not fit.
+    # own peak memory for ``config``; ``execute`` refuses a run that would not fit. And
+    # ``duration_ns(config)``, the virtual time a run of ``config`` simulates, for progress.
 
 
 def load_model(name: str = "guest") -> Model:
@@ -106,19 +107,6 @@ def load_config(
         raise error.blamed_on(origins or {}) from None
 
 
-def output_directory(path: Path, option: str = "--out") -> Path:
-    """``path`` made a directory this process can write into, or bad input naming ``option``
-    (a file of that name, a place without permission)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise ConfigError(option, [f"{path}: cannot be made a directory: {reason}"]) from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(option, [f"{path}: this process may not write into it"])
-    return path
-
-
 def machine_memory_bytes() -> int:
     """The memory this process may use: the machine's, or its cgroup's limit if lower."""
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -129,7 +117,9 @@ def machine_memory_bytes() -> int:
     return min(physical, int(limit)) if limit.isdigit() else physical
 
 
-def _check_fits(model: Model, config: Any) -> None:
+def check_fits(model: Model, config: Any) -> None:
+    """Refuse (bad input) a run whose simulator would need more memory than this machine has,
+    by the model's own estimate (``memory_estimate``, optional)."""
     estimate = getattr(model, "memory_estimate", None)
     if estimate is None:
         return
@@ -146,20 +136,38 @@ def _check_fits(model: Model, config: Any) -> None:
         )
 
 
+def _reporting(
+    model: Model, config: Any, which: str, progress: Progress | None
+) -> Callable[[ActorSystem], Awaitable[dict[str, Any]]]:
+    """``model.run`` of ``config``, telling ``progress`` how far it has got."""
+
+    async def run(system: ActorSystem) -> dict[str, Any]:
+        if progress is not None:
+            system.on_progress = lambda now_ns: progress(which, now_ns)
+        return await model.run(system, config)
+
+    return run
+
+
 def _write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
     partial = path.with_suffix(".partial")
     partial.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     os.replace(partial, path)
 
 
-def execute(model: Model, config: Any, out_dir: Path) -> tuple[int, dict[str, Any]]:
+Progress = Callable[[str, int], None]  # (which run: "run" or "baseline", virtual ns reached)
+
+
+def execute(
+    model: Model, config: Any, out_dir: Path, progress: Progress | None = None
+) -> tuple[int, dict[str, Any]]:
     """Run ``config`` into ``out_dir``: config.toml, log.jsonl, then summary.json last.
 
     Returns the exit code (0 success, 1 the run failed) and the summary or error record.
     A failed run leaves ``error.json`` and no ``summary.json``: nothing half-written looks
     complete. A run the machine cannot hold is refused before anything is written.
     """
-    _check_fits(model, config)
+    check_fits(model, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("summary.json", "error.json"):
         (out_dir / stale).unlink(missing_ok=True)
@@ -177,13 +185,13 @@ def execute(model: Model, config: Any, out_dir: Path) -> tuple[int, dict[str, An
             log_level=model.log_level(config),
         )
         try:
-            summary = run_simulation(lambda system: model.run(system, config), seed=seed, log=log)
+            summary = run_simulation(_reporting(model, config, "run", progress), seed=seed, log=log)
             if baseline_config is not None:
                 baseline = run_simulation(
-                    lambda system: model.run(system, baseline_config), seed=seed
+                    _reporting(model, baseline_config, "baseline", progress), seed=seed
                 )
                 model.fold_baseline(summary, baseline)
-        except (ActorCrashed, RunFailed) as error:
+        except (ActorCrashed, DeadlockError, RunFailed) as error:
             record: dict[str, Any] = {"status": "failed", "error": str(error)}
             if isinstance(error, RunFailed):
                 record["summary"] = error.summary

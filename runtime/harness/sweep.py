@@ -25,8 +25,11 @@ the same config.
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import itertools
 import os
+import signal
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,7 +51,9 @@ from .config import (
     suggest,
     to_toml,
 )
+from .dask import connect_dask
 from .model import Model, execute, load_config, load_model
+from .rundirs import run_files, store_run_files
 
 SWEEP_KEYS = ("base", "seed", "replicates", "paired", "set", "grid", "zip")
 
@@ -176,36 +181,51 @@ def expand(
     return specs
 
 
-def _row(spec: RunSpec, run_dir: str, **outcome: Any) -> dict[str, Any]:
-    """A row of the index: who the run was, then how it went."""
+RUNS = "runs"  # a sweep's or comparison's run directories, one per spec, under this folder
+
+
+def _row(spec: RunSpec, **outcome: Any) -> dict[str, Any]:
+    """A row of the index: who the run was, then how it went. ``dir`` is relative to the
+    sweep directory, so that a sweep directory can be moved and its index still holds."""
     return {
         "run_id": spec.run_id,
         "label": spec.label,
         "params": dict(spec.params),
         "replicate": spec.replicate,
         "seed": spec.seed,
-        "dir": run_dir,
+        "dir": f"{RUNS}/{spec.run_id}",
         **outcome,
     }
 
 
-def _failed(spec: RunSpec, run_dir: str, error: BaseException | str) -> dict[str, Any]:
+def _failed(spec: RunSpec, error: BaseException | str) -> dict[str, Any]:
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return _row(spec, run_dir, status="failed", error=text)
+    return _row(spec, status="failed", error=text)
 
 
-def run_spec(model_name: str, spec: RunSpec, run_dir: str) -> dict[str, Any]:
-    """Run one spec in whatever process the executor chose; never raises for a failed run."""
-    try:
-        model = load_model(model_name)
-        with notices_shown_as(None):  # the client showed them when it validated the sweep
-            config = load_config(model, dict(spec.document), spec.source, spec.origins)
-        code, result = execute(model, config, Path(run_dir))
-    except Exception as error:  # a failed run is a row, not the end of the sweep
-        return _failed(spec, run_dir, error)
-    if code != 0:
-        return _failed(spec, run_dir, str(result.get("error", "failed")))
-    return _row(spec, run_dir, status="ok", error=None, metrics=model.headline(result))
+def run_spec(model_name: str, spec: RunSpec, run_dir: str | None) -> dict[str, Any]:
+    """Run one spec in whatever process the executor chose; never raises for a failed run.
+
+    ``run_dir`` None: the run is written to a scratch directory and its files come back in
+    the row (``files``) for the client to write: a Dask worker shares no filesystem with it.
+    """
+    with tempfile.TemporaryDirectory(prefix="pagehint-run-") as scratch:
+        where = Path(run_dir) if run_dir is not None else Path(scratch)
+        try:
+            model = load_model(model_name)
+            with notices_shown_as(None):  # the client showed them when it validated the sweep
+                config = load_config(model, dict(spec.document), spec.source, spec.origins)
+            code, result = execute(model, config, where)
+        except Exception as error:  # a failed run is a row, not the end of the sweep
+            row = _failed(spec, error)
+        else:
+            if code != 0:
+                row = _failed(spec, str(result.get("error", "failed")))
+            else:
+                row = _row(spec, status="ok", error=None, metrics=model.headline(result))
+        if run_dir is None:
+            row["files"] = run_files(where)
+        return row
 
 
 def _finished_row(model_name: str, spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
@@ -219,9 +239,20 @@ def _finished_row(model_name: str, spec: RunSpec, run_dir: Path) -> dict[str, An
     if config_hash(config_path.read_text()) != config_hash(resolved):
         return None
     summary = orjson.loads(summary_path.read_bytes())
-    return _row(
-        spec, str(run_dir), status="ok", error=None, metrics=model.headline(summary), resumed=True
-    )
+    return _row(spec, status="ok", error=None, metrics=model.headline(summary), resumed=True)
+
+
+def _cut_short_row(model_name: str, spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
+    """After an interrupt, the row of a run that was in flight: what its directory shows."""
+    if not run_dir.exists():
+        return None
+    finished = _finished_row(model_name, spec, run_dir)
+    if finished is not None:
+        return {**finished, "resumed": False}
+    if (run_dir / "error.json").exists():
+        error = orjson.loads((run_dir / "error.json").read_bytes()).get("error", "failed")
+        return _failed(spec, str(error))
+    return _row(spec, status="interrupted", error="the sweep was interrupted during this run")
 
 
 def validate(model_name: str, specs: Iterable[RunSpec]) -> None:
@@ -235,27 +266,67 @@ def validate(model_name: str, specs: Iterable[RunSpec]) -> None:
             raise error.within(f"run {spec.label}{replicate}") from None
 
 
+class WorkerPool(concurrent.futures.ProcessPoolExecutor):
+    """A process pool whose workers end with the command.
+
+    Each worker ignores SIGINT (a Ctrl-C reaches the whole process group; the command, not
+    each worker, decides what an interrupt does) and asks the kernel for SIGTERM when its
+    parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux), so that a command killed outright leaves
+    no orphan running. ``terminate`` ends them at once (Python 3.14's ``terminate_workers``).
+    """
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(max_workers=workers, initializer=_worker_started)
+
+    def terminate(self) -> None:
+        processes = list((self._processes or {}).values())
+        self.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join()
+
+
+def _worker_started() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: a killed command may leave workers behind
+        pass
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
+
+
+@attrs.frozen
+class Executor:
+    """Where runs go: a local pool (writing run directories itself) or a Dask cluster (whose
+    workers hand each run's files back to write here)."""
+
+    submit: Callable[..., concurrent.futures.Future[dict[str, Any]]]
+    ships_files: bool
+    stop: Callable[[], None]
+
+
 @contextmanager
-def open_executor(workers: int, scheduler: str | None) -> Iterator[concurrent.futures.Executor]:
+def open_executor(
+    workers: int, scheduler: str | None, worker_timeout_s: float = 30.0
+) -> Iterator[Executor]:
     """A process pool of ``workers``, or the executor of a Dask cluster at ``scheduler``."""
     if scheduler is None:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
-            yield pool
+        pool = WorkerPool(workers)
+        try:
+            yield Executor(pool.submit, ships_files=False, stop=pool.terminate)
+        finally:
+            pool.shutdown(cancel_futures=True)
         return
+    client = connect_dask(scheduler, worker_timeout_s)
     try:
-        from distributed import Client  # type: ignore[import-untyped,unused-ignore]
-    except ImportError:
-        raise ConfigError(
-            "--scheduler", ["Dask is not installed: pip install 'pagehint[dask]'"]
-        ) from None
-    try:
-        client = Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError) as error:
-        raise ConfigError(
-            "--scheduler", [f"cannot reach the Dask scheduler at {scheduler!r}: {error}"]
-        ) from None
-    try:
-        yield client.get_executor(pure=False)
+        dask = client.get_executor(pure=False)
+        yield Executor(dask.submit, ships_files=True, stop=lambda: None)
     finally:
         client.close()
 
@@ -264,30 +335,44 @@ def execute_all(
     model_name: str,
     specs: Sequence[RunSpec],
     out_dir: Path,
-    executor: concurrent.futures.Executor,
+    executor: Executor,
     on_done: Callable[[dict[str, Any]], None] = lambda row: None,
 ) -> list[dict[str, Any]]:
-    """Run every spec not already finished; rows come back in spec order."""
+    """Run every spec not already finished; rows come back in spec order.
+
+    Interrupted (Ctrl-C, SIGTERM), the workers are stopped first, then the index is written
+    from what each run directory shows, so that index and directories agree.
+    """
     rows: dict[str, dict[str, Any]] = {}
     pending = {}
     for spec in specs:
-        run_dir = out_dir / "runs" / spec.run_id
+        run_dir = out_dir / RUNS / spec.run_id
         finished = _finished_row(model_name, spec, run_dir)
         if finished is not None:
             rows[spec.run_id] = finished
             on_done(finished)
             continue
-        future = executor.submit(run_spec, model_name, spec, str(run_dir))
-        pending[future] = spec
+        target = None if executor.ships_files else str(run_dir.resolve())
+        pending[executor.submit(run_spec, model_name, spec, target)] = spec
     try:
         for future in concurrent.futures.as_completed(pending):
             spec = pending[future]
             try:
                 row = future.result()
             except Exception as error:  # the worker process itself died
-                row = _failed(spec, str(out_dir / "runs" / spec.run_id), error)
+                row = _failed(spec, error)
+            if "files" in row:
+                store_run_files(out_dir / RUNS / spec.run_id, row.pop("files"))
             rows[spec.run_id] = row
             on_done(row)
+    except BaseException:
+        executor.stop()
+        for spec in specs:
+            if spec.run_id not in rows:
+                found = _cut_short_row(model_name, spec, out_dir / RUNS / spec.run_id)
+                if found is not None:
+                    rows[spec.run_id] = found
+        raise
     finally:
         for future in pending:
             future.cancel()
