@@ -72,7 +72,7 @@ def scenario_document(
     case: str, duration_ns: int, full_check_every: int, policy: str
 ) -> dict[str, Any]:
     return {
-        "run": {"duration": duration_ns, "seed": SEED, "full_check_every": full_check_every},
+        "run": {"duration": f"{duration_ns}ns", "seed": SEED, "full_check_every": full_check_every},
         "guest": {"memory": MEMORY, "vcpus": VCPUS, "boot_memory": BOOT_MEMORY},
         "workload": CASES[case],
         "policy": {"name": policy},

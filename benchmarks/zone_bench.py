@@ -119,10 +119,10 @@ def reference_document(thp: bool, duration_ns: int, policy: str = "none") -> dic
     scenario schema knows; the SimPy peer models "none" only)."""
     return {
         "run": {
-            "duration": duration_ns,
+            "duration": f"{duration_ns}ns",
             "seed": SEED,
             "log_level": "warning",
-            "sample_interval": duration_ns,
+            "sample_interval": f"{duration_ns}ns",
             "full_check_every": 0,
         },
         "guest": {"memory": MEMORY, "vcpus": VCPUS, "kernel": KERNEL, "start_jitter": "0ns"},
