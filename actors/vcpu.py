@@ -14,13 +14,9 @@ in the same sleep as the work that follows it (``_spend``): one scheduler pass p
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import attrs
 import trio
 
-from pagehint.protocol.messages import ZoneAlloc, ZoneFree
 from pagehint.runtime import Actor
 
 from .cputime import FAULT, IDLE, LOCK_WAIT, WORK, CpuTime
@@ -189,26 +185,35 @@ class VCpu(Actor):
         return allocator.free_pages < allocator.watermarks.high
 
     async def _zone_alloc(self, order: int, count: int, kind: int) -> tuple[int, ...]:
-        pfns: tuple[int, ...] = await self._zone_request(
-            lambda since: ZoneAlloc(self.name, order, count, since), kind
-        )
+        since = await self._take_zone_lock()
+        pfns, self._lock_release_ns = self.zone.alloc_held(self.name, order, count, since)
+        self._took_zone_lock(since, kind)
         return pfns
 
     async def _zone_free(self, order: int, pfns: list[int], kind: int) -> None:
-        await self._zone_request(lambda since: ZoneFree(self.name, order, tuple(pfns), since), kind)
+        since = await self._take_zone_lock()
+        self._lock_release_ns = self.zone.free_held(self.name, order, pfns, since)
+        self._took_zone_lock(since, kind)
 
-    async def _zone_request(self, make: Callable[[int], ZoneAlloc | ZoneFree], kind: int) -> Any:
-        """Queue for the zone lock and make the request under it; the lock's hold, spent by the
-        next ``_spend``, is charged as ``kind`` and the spin before it as lock wait. ``make``
-        builds the request from the time the spin began."""
-        clock, cpu = self.clock, self.cpu
-        if self._lock_release_ns > clock.now_ns():  # a vCPU cannot queue while it holds it
+    async def _take_zone_lock(self) -> int:
+        """Queue for the zone lock (after the rest of any hold of this vCPU's own: a CPU cannot
+        queue for a lock it holds); return when the spin for it began. The request is then
+        made under it (``Zone.alloc_held``, ``free_held``), as a CPU does the allocator's work
+        itself."""
+        clock = self.clock
+        if self._lock_release_ns > clock.now_ns():
             await self._spend(0, self._hold_kind)
-        cpu.waiting_since = since = clock.now_ns()  # spinning for the lock from now
-        result, self._lock_release_ns = await self.zone.request(make(since))
-        cpu.totals[LOCK_WAIT] += clock.now_ns() - since
+        self.cpu.waiting_since = since = clock.now_ns()  # spinning for the lock from now
+        lock = self.zone.lock
+        if not lock.try_acquire():
+            await lock.acquire()
+        return since
+
+    def _took_zone_lock(self, since: int, kind: int) -> None:
+        """The spin counts as lock wait; the hold, spent by the next ``_spend``, as ``kind``."""
+        cpu = self.cpu
+        cpu.totals[LOCK_WAIT] += self.clock.now_ns() - since
         cpu.waiting_since, self._hold_kind = None, kind
-        return result
 
     # -- operations ----------------------------------------------------------------------
     async def _map(self, op: Map) -> None:

@@ -21,8 +21,9 @@ Two ways in, one lock:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any, ClassVar
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 import trio
@@ -77,7 +78,7 @@ class Zone(Actor):
         # the ledger that page conservation is checked against.
         self.held_by: dict[str, int] = {}
         self._free_hooks: list[FreeHook] = []
-        self._serving: ZoneRequest | None = None  # the request being applied under the lock
+        self._serving: str | None = None  # who the change being made under the lock is for
         self._answering: trio.Nursery  # where sent requests wait for the lock (set by run)
         allocator.on_free = self._notify_free
 
@@ -88,8 +89,7 @@ class Zone(Actor):
         self._free_hooks.append(hook)
 
     def _notify_free(self, pfn: int, order: int) -> None:
-        serving = self._serving
-        requester = "boot" if serving is None else serving.requester
+        requester = "boot" if self._serving is None else self._serving
         for hook in self._free_hooks:
             hook(pfn, order, requester)
 
@@ -153,20 +153,132 @@ class Zone(Actor):
         the lock is released. The caller holds the lock until then: it must not act before
         that time, and typically spends the hold in its next sleep."""
         await self.lock.acquire()
+        if isinstance(request, ZoneAlloc):
+            return self.alloc_held(request.requester, request.order, request.count, request.sent_ns)
+        if isinstance(request, ZoneFree):
+            release = self.free_held(
+                request.requester, request.order, request.pfns, request.sent_ns
+            )
+            return None, release
+        return self._work_held(request)
+
+    # A requester in its own task (a vCPU) takes ``lock`` itself (``try_acquire``, else
+    # ``acquire``) and calls one of these under it, with no message object: the hot path.
+    def alloc_held(
+        self, requester: str, order: int, count: int, sent_ns: int
+    ) -> tuple[tuple[int, ...], int]:
+        """Under the lock: allocate ``count`` blocks of ``order`` for ``requester`` (waiting
+        since ``sent_ns``); the blocks, and when the lock is released."""
+        now = self.clock.now_ns()
+        wait = now - sent_ns
+        stats = self._acquired(requester, wait)
+        allocator = self.allocator
+        gate = allocator.watermarks.min
+        self._serving = requester
+        try:
+            if count == 1:
+                pfn = allocator.alloc(order, gate=gate)
+                pfns: tuple[int, ...] = () if pfn is None else (pfn,)
+            else:
+                pfns = tuple(allocator.alloc_bulk(order, count, gate=gate))
+        finally:
+            self._serving = None
+        if pfns:
+            self._account(requester, len(pfns) << order)
+        else:
+            self._failed(requester, order)
+        if self._debug:
+            self.log.debug(
+                "zone_alloc",
+                requester=requester,
+                order=order,
+                wanted=count,
+                got=len(pfns),
+                pfns=pfns,
+                wait_ns=wait,
+                queued=self.lock.waiting,
+            )
+        return pfns, self._held_for(stats, now, max(1, len(pfns)))
+
+    def free_held(self, requester: str, order: int, pfns: Sequence[int], sent_ns: int) -> int:
+        """Under the lock: free ``pfns`` (blocks of ``order``) for ``requester``; when the lock
+        is released."""
+        now = self.clock.now_ns()
+        wait = now - sent_ns
+        stats = self._acquired(requester, wait)
+        self._serving = requester
+        try:
+            self.allocator.free_bulk((pfn, order) for pfn in pfns)
+        finally:
+            self._serving = None
+        self._account(requester, -(len(pfns) << order))
+        if self._debug:
+            self.log.debug(
+                "zone_free",
+                requester=requester,
+                order=order,
+                blocks=len(pfns),
+                pfns=tuple(pfns),
+                wait_ns=wait,
+                queued=self.lock.waiting,
+            )
+        return self._held_for(stats, now, len(pfns))
+
+    def _work_held(self, request: ZoneWork) -> tuple[object, int]:
+        """Under the lock: a hinting step, isolation or put-back decided by a pure policy."""
         now = self.clock.now_ns()
         wait = now - request.sent_ns
         stats = self._acquired(request.requester, wait)
-        self._serving = request
+        self._serving = request.requester
         try:
-            result, blocks = self._apply[type(request)](self, request, wait)
+            result, examined = request.work(self.allocator)
         finally:
             self._serving = None
+        self.peak_isolated_pages = max(self.peak_isolated_pages, self.allocator.isolated_pages)
+        if self._debug:
+            self.log.debug(
+                "zone_work",
+                requester=request.requester,
+                examined=examined,
+                isolated_pages=self.allocator.isolated_pages,
+                wait_ns=wait,
+                queued=self.lock.waiting,
+            )
+        return result, self._held_for(stats, now, max(1, examined))
+
+    def _held_for(self, stats: LockStats, now: int, blocks: int) -> int:
+        """The lock is held for the cost of ``blocks`` from ``now``: record it, and say when it
+        is released."""
         hold = self.costs.lock_hold_ns(blocks)
         stats.hold_ns.record(hold)
         self.hold_total_ns += hold
         release = now + hold
         self.lock.hold_until(release)
-        return result, release
+        return release
+
+    def _failed(self, requester: str, order: int) -> None:
+        """An allocation found nothing above the min watermark; a false OOM if the pages
+        isolated for hinting would have let it succeed."""
+        allocator = self.allocator
+        need, gate = 1 << order, allocator.watermarks.min
+        false_oom = allocator.isolated_pages >= need and (
+            allocator.free_pages + allocator.isolated_pages - need >= gate
+        )
+        self.failed_allocations += 1
+        self.log.warning(
+            "alloc_failed",
+            requester=requester,
+            order=order,
+            free_pages=allocator.free_pages,
+            isolated_pages=allocator.isolated_pages,
+            min_wmark_pages=gate,
+            false_oom=false_oom,
+        )
+
+    @functools.cached_property
+    def _debug(self) -> bool:
+        """Whether debug lines are written: their arguments are built only then."""
+        return self.log.is_enabled_for(logging.DEBUG)
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -183,78 +295,6 @@ class Zone(Actor):
         await self.clock.sleep_until_ns(release)
         if reply is not None:
             reply.send(result)
-
-    def _allocate(self, request: ZoneAlloc, wait: int) -> tuple[tuple[int, ...], int]:
-        allocator = self.allocator
-        gate = allocator.watermarks.min
-        if request.count == 1:
-            pfn = allocator.alloc(request.order, gate=gate)
-            pfns: tuple[int, ...] = () if pfn is None else (pfn,)
-        else:
-            pfns = tuple(allocator.alloc_bulk(request.order, request.count, gate=gate))
-        if pfns:
-            self._account(request.requester, len(pfns) << request.order)
-        else:
-            # A false OOM: the pages isolated for hinting would have let this one succeed.
-            need = 1 << request.order
-            false_oom = allocator.isolated_pages >= need and (
-                allocator.free_pages + allocator.isolated_pages - need >= gate
-            )
-            self.failed_allocations += 1
-            self.log.warning(
-                "alloc_failed",
-                requester=request.requester,
-                order=request.order,
-                free_pages=allocator.free_pages,
-                isolated_pages=allocator.isolated_pages,
-                min_wmark_pages=gate,
-                false_oom=false_oom,
-            )
-        self.log.debug(
-            "zone_alloc",
-            requester=request.requester,
-            order=request.order,
-            wanted=request.count,
-            got=len(pfns),
-            pfns=pfns,
-            wait_ns=wait,
-            queued=self.lock.waiting,
-        )
-        return pfns, max(1, len(pfns))
-
-    def _release(self, request: ZoneFree, wait: int) -> tuple[None, int]:
-        self.allocator.free_bulk((pfn, request.order) for pfn in request.pfns)
-        self._account(request.requester, -(len(request.pfns) << request.order))
-        self.log.debug(
-            "zone_free",
-            requester=request.requester,
-            order=request.order,
-            blocks=len(request.pfns),
-            pfns=request.pfns,
-            wait_ns=wait,
-            queued=self.lock.waiting,
-        )
-        return None, len(request.pfns)
-
-    def _work(self, request: ZoneWork, wait: int) -> tuple[object, int]:
-        """A hinting step under the lock: isolation or put-back decided by a pure policy."""
-        result, examined = request.work(self.allocator)
-        self.peak_isolated_pages = max(self.peak_isolated_pages, self.allocator.isolated_pages)
-        self.log.debug(
-            "zone_work",
-            requester=request.requester,
-            examined=examined,
-            isolated_pages=self.allocator.isolated_pages,
-            wait_ns=wait,
-            queued=self.lock.waiting,
-        )
-        return result, max(1, examined)
-
-    _apply: ClassVar[dict[type, Callable[[Any, Any, int], tuple[Any, int]]]] = {
-        ZoneAlloc: _allocate,
-        ZoneFree: _release,
-        ZoneWork: _work,
-    }
 
     def utilisation(self, elapsed_ns: int) -> float:
         """Fraction of ``elapsed_ns`` the lock was held."""
