@@ -104,24 +104,27 @@ def test_default_watermarks_follow_linux() -> None:
         Watermarks(min=5, low=4, high=6)
 
 
-def test_terabyte_zone_costs_blocks_not_pages() -> None:
+def test_terabyte_zone_costs_regions_not_pages() -> None:
     tracemalloc.start()
     try:
         b = BuddyAllocator(2**28)  # 1 TiB of 4 KiB pages
-        traced, _peak = tracemalloc.get_traced_memory()
+        traced, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert b.stored_blocks == 2**18
     assert b.nr_free(10) == 2**18
     assert b.free_pages == 2**28
-    # A per-page array alone would be 256 MiB at one byte a page.
-    assert traced < 80 * 2**20
+    # Free top-order blocks are no dict entries: 9 bytes a region, 2.25 MiB in all (a dict
+    # entry each was 48 MiB; a per-page array would be 256 MiB at one byte a page).
+    assert b.stored_blocks == 0
+    assert peak < 3 * 2**20
+    assert traced < 3 * 2**20
 
     assert b.alloc(0) == 0
     # The order-10 block became the page plus one free block at each of orders 0..9.
-    assert b.stored_blocks == 2**18 + 10
+    assert b.stored_blocks == 11
     assert b.free(0, 0) == (0, 10)
-    assert b.stored_blocks == 2**18
+    assert b.stored_blocks == 0
+    b.check_invariants()
 
 
 # ---------------------------------------------------------------------------------- alloc
@@ -504,12 +507,59 @@ def test_check_invariants_catches_corruption() -> None:
 
     b = fresh()
     b._next[2] = 8  # (2, 1) is alone on its list: it must link to itself
-    with pytest.raises(InvariantViolation, match="broken links after pfn 2"):
+    with pytest.raises(InvariantViolation, match="broken free-list links at pfn 2"):
         b.check_invariants()
 
     b = fresh()
     b._nr_free[3] += 1
     with pytest.raises(InvariantViolation, match=r"nr_free\[3\]"):
+        b.check_invariants()
+
+
+def _unmerge(b: BuddyAllocator, pfn: int) -> None:
+    """Allocate the free top-order block at ``pfn``, then free its halves behind the
+    allocator's back, without merging them."""
+    top = b.max_order - 1
+    b.rotate_to_front(top, pfn)
+    assert b.alloc(top) == pfn
+    del b._blocks[pfn]
+    b._allocated_pages -= 1 << top
+    b._push(pfn, top - 1, False)
+    b._push(pfn + (1 << (top - 1)), top - 1, False)
+
+
+SLICE_CORRUPTIONS: list[tuple[str, Callable[[BuddyAllocator, int], None], str]] = [
+    ("lost block", lambda b, pfn: b._top_value.__setitem__(pfn >> 4, 0), "no block|not a free"),
+    ("broken link", lambda b, pfn: b._top_next.__setitem__(pfn >> 4, pfn >> 4), "broken"),
+    ("unmerged", _unmerge, "not merged"),
+]
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [case[1:] for case in SLICE_CORRUPTIONS],
+    ids=[case[0] for case in SLICE_CORRUPTIONS],
+)
+@pytest.mark.parametrize("pfn", [100 * 16, 2**16 - 32], ids=["behind", "ahead"])
+def test_check_slice_finds_corruption_within_one_round(
+    corrupt: Callable[[BuddyAllocator, int], None], message: str, pfn: int
+) -> None:
+    b = BuddyAllocator(2**16, max_order=5, watermarks=NO_WATERMARKS)  # 4096 regions of 16
+    b.alloc_bulk(0, 40)
+    per_slice = 256
+    round_length = -(-sum(1 for _ in b.iter_blocks()) // per_slice)
+    for _ in range(2 * round_length):  # two whole rounds find nothing in a sound zone
+        b.check_slice(per_slice)
+    b.check_slice(per_slice)  # the next slice starts past region 100 ("behind")
+    corrupt(b, pfn)
+    b._check_counters()  # the counters alone do not see it: the walk must reach it
+    calls = 0
+    with pytest.raises(InvariantViolation, match=message):
+        while calls <= round_length:
+            calls += 1
+            b.check_slice(per_slice)
+    assert 1 < calls <= round_length
+    with pytest.raises(InvariantViolation, match=message):
         b.check_invariants()
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from pagehint.actors.mm.buddy import BuddyAllocator
+from pagehint.actors.mm.buddy import CHECK_SLICE_BLOCKS, BuddyAllocator, InvariantViolation
 from pagehint.actors.mm.profiles import costs_for, default_profile
 from pagehint.actors.scenario import Scenario, build_guest
 from pagehint.actors.zone import Zone
@@ -154,3 +154,24 @@ async def test_a_sent_request_still_queued_when_the_zone_stops_fails_instead_of_
         assert zone.queued == 1
         zone.stop()
     assert outcome == ["stopped"]
+
+
+async def test_the_monitor_finds_a_corrupted_allocator_within_a_round_of_slices(
+    actor_system: ActorSystem,
+) -> None:
+    config = scenario(
+        guest={"memory": "64GiB"}, workload={"name": "idle"}, run={"full_check_every": 2}
+    )
+    guest = build_guest(actor_system, config)
+    allocator = guest.zone.allocator
+    slices = -(-sum(1 for _ in allocator.iter_blocks()) // CHECK_SLICE_BLOCKS)
+    assert slices >= 4  # 16,384 free 4 MiB blocks: a round of slices is several checks
+    last = allocator.total_pages // 1024 - 1
+    allocator._top_prev[last] = last  # the last free 4 MiB block: its link back is broken
+    samples = 0
+    with pytest.raises(InvariantViolation, match="broken free-list links"):
+        while samples < slices * 2:  # a slice every second sample
+            samples += 1
+            guest.monitor.sample()
+    assert samples > 2  # found when the slices reached it, not by the first one
+    allocator._top_prev[last] = last - 1  # mended, for the monitor's own samples

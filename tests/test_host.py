@@ -11,7 +11,7 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pagehint.actors.mm.host_memory import GuestBacking, _count_bits
+from pagehint.actors.mm.host_memory import GuestBacking
 from pagehint.actors.scenario import Scenario
 from pagehint.runtime.harness.cli import main
 from pagehint.runtime.harness.config import load_toml
@@ -22,21 +22,15 @@ HUGE = 512
 
 
 def check_books(backing: GuestBacking) -> None:
-    """What the backing counts agrees with its bitmaps."""
-    total = backing.total_pages
-    backed = _count_bits(backing._backed, 0, total)
-    assert backing.rss_pages == backed
-    assert backing.in_use_pages == backed + backing.deferred_pages
-    discarded = _count_bits(backing._discarded, 0, total)
-    swapped = _count_bits(backing._swapped, 0, total) if backing._swapped else 0
-    assert swapped == backing.swapped_pages
-    for byte in range(len(backing._backed)):  # never backed and discarded or swapped at once
-        assert not backing._backed[byte] & backing._discarded[byte]
-        assert not (backing._swapped and backing._backed[byte] & backing._swapped[byte])
-    assert backed + discarded + swapped <= total
-    for region in range(total // HUGE):  # a host huge page is wholly backed
-        if backing._huge[region >> 3] & (1 << (region & 7)):
-            assert _count_bits(backing._backed, region * HUGE, (region + 1) * HUGE) == HUGE
+    """What the backing counts agrees with its page sets."""
+    backed, discarded, swapped = backing._backed, backing._discarded, backing._swapped
+    assert backing.rss_pages == len(backed)
+    assert backing.in_use_pages == len(backed) + backing.deferred_pages
+    assert len(swapped) == backing.swapped_pages
+    assert not backed & discarded and not backed & swapped  # never backed and gone at once
+    assert len(backed) + len(discarded) + len(swapped) <= backing.total_pages
+    for region in backing._huge:  # a host huge page is wholly backed
+        assert backed.range_cardinality(region * HUGE, (region + 1) * HUGE) == HUGE
 
 
 OPS = st.lists(
@@ -190,3 +184,15 @@ def test_bad_host_input_exits_2_naming_the_key(
     assert main(["config", str(scenario)]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+def test_a_guest_has_at_most_16tib_its_host_page_state_indexes_32_bit_pages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "large.toml"
+    for memory, code in (("16TiB", 0), ("17TiB", 2)):  # per guest: each has its own backing
+        scenario.write_text(tomli_w.dumps({"guest": {"memory": memory}, "host": {"guests": 2}}))
+        assert main(["config", str(scenario)]) == code
+    err = capsys.readouterr().err
+    assert "guest.memory: at most 16TiB (each guest's host page-state bitmaps" in err
+    assert "got 17TiB" in err and "Traceback" not in err

@@ -160,19 +160,27 @@ def test_an_out_that_is_a_file_is_bad_input(
     assert taken.read_text() == "not a directory"
 
 
+@pytest.fixture
+def small_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine of 64 MiB, too small for any run: a real one holds the largest guest, 16 TiB."""
+    monkeypatch.setattr("pagehint.runtime.harness.model.machine_memory_bytes", lambda: 64 << 20)
+
+
+@pytest.mark.usefixtures("small_machine")
 def test_a_guest_the_machine_cannot_simulate_is_refused_before_anything_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    argv = ["run", "idle", *TINY_RUN, "--set", "guest.memory=100000TiB", "--out", str(out)]
+    argv = ["run", "idle", *TINY_RUN, "--set", "guest.memory=16TiB", "--out", str(out)]
     err = bad_input(capsys, argv)
     assert "scenario: too large for this machine: the simulator would need about" in err
     assert "host page state" in err and not any(out.glob("*"))
 
 
+@pytest.mark.usefixtures("small_machine")
 def test_a_sweep_worker_records_a_refusal_as_that_run_s_error(tmp_path: Path) -> None:
-    document = {"guest": {"memory": "100000TiB"}, "workload": {"name": "idle"}}
-    spec = RunSpec("r0-huge", "memory=100000TiB", {}, 0, 0, document, "sweep.toml")
+    document = {"guest": {"memory": "16TiB"}, "workload": {"name": "idle"}}
+    spec = RunSpec("r0-huge", "memory=16TiB", {}, 0, 0, document, "sweep.toml")
     row = run_spec("guest", spec, str(tmp_path / "r0-huge"))
     assert row["status"] == "failed" and "too large for this machine" in row["error"]
     assert not (tmp_path / "r0-huge").exists()

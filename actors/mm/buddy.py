@@ -13,9 +13,10 @@ of time, locks or trio.  It follows Linux 5.7-5.10 where the hinting designs dep
 * removing a block from a free list for any reason (allocation, split, merge, isolation) clears
   its reported flag, as ``del_page_from_free_list`` does.
 
-Memory grows with the number of blocks (free, allocated or isolated), never with the number of
-pages: every per-block fact lives in dicts keyed by the block's first pfn, so a 1 TiB idle zone
-is 2**18 blocks, not 2**28 pages.
+Memory grows with the number of blocks and of top-order regions, never with the number of
+pages: a free top-order block (most of an idle zone) is a byte and two array slots of its
+region, every other block an entry in dicts keyed by its first pfn.  A 1 TiB idle zone is
+2**18 regions of 9 bytes, not 2**28 pages.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from __future__ import annotations
 import enum
 import math
 import random
+from array import array
 from collections.abc import Callable, Iterable, Iterator
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import attrs
 
 __all__ = [
+    "CHECK_SLICE_BLOCKS",
     "AllocatorError",
     "BadFreeError",
     "Block",
@@ -131,6 +134,11 @@ class Block:
         return self.pfn + (1 << self.order)
 
 
+def _snapshot(pfn: int, value: int) -> Block:
+    kind = value & _KIND_MASK
+    return Block(pfn, value >> 2, _STATE_OF_KIND[kind], kind == _FREE_REPORTED)
+
+
 @attrs.frozen
 class Watermarks:
     """A zone's min/low/high watermarks, in pages (``zone->_watermark[]``)."""
@@ -161,28 +169,42 @@ class Watermarks:
         return cls(min=wmin, low=wmin + step, high=wmin + 2 * step)
 
 
-def _boot_blocks(total_pages: int, max_order: int) -> dict[int, list[int]]:
-    """The zone carved into the largest naturally aligned blocks, ascending, per order."""
-    top = max_order - 1
-    size = 1 << top
-    full = total_pages >> top
-    per_order: dict[int, list[int]] = {}
-    if full:
-        per_order[top] = list(range(0, full * size, size))
-    pfn = full * size
-    for order in range(top - 1, -1, -1):
-        if total_pages - pfn >= 1 << order:
-            per_order[order] = [pfn]
-            pfn += 1 << order
-    return per_order
+CHECK_SLICE_BLOCKS = 4096
+"""Blocks a ``check_slice`` looks at (finishing the region it is in): 2-5 ms of checking, and
+64 slices for a round of an idle 1 TiB zone."""
+
+
+# A zone is cut into regions of 2**top pages, one per possible top-order block.  A free
+# top-order block is the common case (a 12 TiB idle zone holds 3M of them), so it is not a dict
+# entry: its state is one byte of a bytearray by region and its free-list links two array
+# slots, 9 bytes in all where dict entries cost about 190.  Every other block (lower orders,
+# and top-order blocks allocated or isolated) is a dict entry keyed by its first pfn.
+class _Links(Protocol):
+    """Free-list links by key: a dict by pfn below the top order, an array by region at it."""
+
+    def __getitem__(self, key: int, /) -> int: ...
+
+    def __setitem__(self, key: int, value: int, /) -> None: ...
+
+
+@attrs.define
+class _Tally:
+    """What a walk over the blocks found, to hold against the allocator's counters."""
+
+    free_blocks: list[int]  # by order
+    reported_blocks: list[int]  # by order
+    end: int  # one past the last block walked
+    pages: list[int] = attrs.Factory(lambda: [0] * 4)  # by kind
+    in_dict: int = 0  # blocks kept as dict entries
 
 
 class BuddyAllocator:
     """One zone of ``total_pages`` 4 KiB pages managed as Linux's buddy allocator does.
 
-    Free lists are intrusive circular doubly linked lists, one per order, kept in two dicts
-    (``prev``/``next`` by pfn) and a head pfn per order: insertion at either end, removal and
-    ``rotate_to_front`` are O(1), as with Linux's ``list_head``.
+    Free lists are intrusive circular doubly linked lists, one per order, with a head per order:
+    insertion at either end, removal and ``rotate_to_front`` are O(1), as with Linux's
+    ``list_head``.  Below the top order the links are two dicts (``prev``/``next`` by pfn); at
+    the top order two arrays by region number, and the list heads hold region numbers.
     """
 
     def __init__(
@@ -199,8 +221,8 @@ class BuddyAllocator:
     ) -> None:
         if total_pages < 1:
             raise ValueError(f"total_pages must be >= 1, got {total_pages}")
-        if max_order < 1:
-            raise ValueError(f"max_order must be >= 1, got {max_order}")
+        if not 1 <= max_order <= 64:  # so that a top-order block's state fits in a byte
+            raise ValueError(f"max_order must be within 1..64, got {max_order}")
         if pageblock_order < 0:
             raise ValueError(f"pageblock_order must be >= 0, got {pageblock_order}")
         if shuffle and rng is None:
@@ -222,35 +244,63 @@ class BuddyAllocator:
         self._rng = rng
         self.on_free = on_free
 
-        self._blocks: dict[int, int] = {}  # first pfn -> order << 2 | kind, for every block
-        self._next: dict[int, int] = {}  # free-list links, only for free blocks
+        self._top = max_order - 1
+        self._regions = total_pages >> self._top  # whole top-order blocks the zone holds
+        self._blocks: dict[int, int] = {}  # first pfn -> order << 2 | kind, but free top blocks
+        self._next: dict[int, int] = {}  # free-list links below the top order, by pfn
         self._prev: dict[int, int] = {}
-        self._head = [_NONE] * max_order
+        # region -> order << 2 | kind if it is a free top-order block, else 0; then its links
+        self._top_value = bytearray()
+        self._top_next = array("i" if self._regions < 1 << 31 else "q")
+        self._top_prev = array(self._top_next.typecode)
+        self._head = [_NONE] * max_order  # a pfn, or at the top order a region
         self._nr_free = [0] * max_order
         self._nr_reported = [0] * max_order
         self._free_pages = 0
         self._allocated_pages = 0
         self._isolated_pages = 0
         self._reported_pages = 0
+        self._check_from = 0  # where the next check_slice starts
         self._boot()
+        # How each free_area is kept: key = pfn >> shift, then the next and prev links by key.
+        self._links: list[tuple[int, _Links, _Links]] = [(0, self._next, self._prev)] * max_order
+        self._links[self._top] = (self._top, self._top_next, self._top_prev)
 
     def _boot(self) -> None:
-        """Free the whole zone at once, in bulk rather than block by block (2**18 at 1 TiB).
+        """Free the whole zone at once: the top-order blocks in bulk (2**18 at 1 TiB), then the
+        zone's tail, at most one block per lower order.
 
         Like memblock_free_all since 5.10 (tail placement in __free_pages_core), each list runs
-        in ascending pfn order; with shuffling on, shuffle_zone() then permutes the shuffle orders.
+        in ascending pfn order; with shuffling on, shuffle_zone() then permutes the top order
+        (the lower orders' lists of one block stay as they are).
         """
-        for order, pfns in _boot_blocks(self._total, self._max_order).items():
-            if self._shuffle and order >= self._shuffle_order:
+        top, regions = self._top, self._regions
+        if regions:
+            typecode = self._top_next.typecode
+            if self._shuffle:
                 assert self._rng is not None
-                self._rng.shuffle(pfns)
-            # One list of int objects shared by all three dicts keeps boot memory per block low.
-            self._blocks.update(dict.fromkeys(pfns, order << 2 | _FREE))
-            self._next.update(zip(pfns, pfns[1:] + pfns[:1], strict=True))
-            self._prev.update(zip(pfns, pfns[-1:] + pfns[:-1], strict=True))
-            self._head[order] = pfns[0]
-            self._nr_free[order] = len(pfns)
-            self._free_pages += len(pfns) << order
+                ring = array(typecode, range(regions))
+                self._rng.shuffle(ring)  # the permutation a list of their pfns would get
+                self._top_next = array(typecode, bytes(ring.itemsize * regions))
+                self._top_prev = array(typecode, self._top_next)
+                for before, after in zip(ring, ring[1:] + ring[:1], strict=True):
+                    self._top_next[before] = after
+                    self._top_prev[after] = before
+                self._head[top] = ring[0]
+            else:
+                self._top_next = array(typecode, range(1, regions + 1))
+                self._top_next[-1] = 0
+                self._top_prev = array(typecode, range(-1, regions - 1))
+                self._top_prev[0] = regions - 1
+                self._head[top] = 0
+            self._top_value = bytearray([top << 2 | _FREE]) * regions
+            self._nr_free[top] = regions
+            self._free_pages = regions << top
+        pfn = regions << top
+        for order in range(top - 1, -1, -1):
+            if self._total - pfn >= 1 << order:
+                self._push(pfn, order, False)
+                pfn += 1 << order
 
     # ------------------------------------------------------------------ configuration and counts
 
@@ -291,7 +341,8 @@ class BuddyAllocator:
 
     @property
     def stored_blocks(self) -> int:
-        """How many blocks the allocator keeps state for: its memory cost, in blocks."""
+        """Blocks kept one by one, as dict entries: the allocator's memory cost beyond its
+        fixed 9 bytes or so per top-order region.  Free top-order blocks are not among them."""
         return len(self._blocks)
 
     def nr_free(self, order: int) -> int:
@@ -308,42 +359,67 @@ class BuddyAllocator:
 
     def _push(self, pfn: int, order: int, tail: bool) -> None:
         """Put a block on ``free_area[order]`` (add_to_free_list{,_tail}), unreported."""
+        nxt: _Links
+        prv: _Links
+        if order == self._top:
+            key, nxt, prv = pfn >> order, self._top_next, self._top_prev
+            self._top_value[key] = order << 2 | _FREE
+        else:
+            key, nxt, prv = pfn, self._next, self._prev
+            self._blocks[pfn] = order << 2 | _FREE
         head = self._head[order]
         if head == _NONE:
-            self._next[pfn] = pfn
-            self._prev[pfn] = pfn
-            self._head[order] = pfn
+            nxt[key] = key
+            prv[key] = key
+            self._head[order] = key
         else:
-            last = self._prev[head]
-            self._next[pfn] = head
-            self._prev[pfn] = last
-            self._next[last] = pfn
-            self._prev[head] = pfn
+            last = prv[head]
+            nxt[key] = head
+            prv[key] = last
+            nxt[last] = key
+            prv[head] = key
             if not tail:
-                self._head[order] = pfn
-        self._blocks[pfn] = order << 2 | _FREE
+                self._head[order] = key
         self._nr_free[order] += 1
         self._free_pages += 1 << order
 
     def _pop(self, pfn: int, order: int, value: int) -> None:
         """Take a free block off its list (del_page_from_free_list), dropping its reported flag.
 
-        ``value`` is the block's current ``_blocks`` entry; the caller rewrites or deletes it.
+        ``value`` is the block's current state; below the top order the caller rewrites or
+        deletes its ``_blocks`` entry.
         """
-        nxt = self._next.pop(pfn)
-        prv = self._prev.pop(pfn)
-        if nxt == pfn:
+        nxt: _Links
+        prv: _Links
+        if order == self._top:
+            key, nxt, prv = pfn >> order, self._top_next, self._top_prev
+            self._top_value[key] = 0
+            after, before = nxt[key], prv[key]
+        else:
+            key, nxt, prv = pfn, self._next, self._prev
+            after, before = self._next.pop(pfn), self._prev.pop(pfn)
+        if after == key:
             self._head[order] = _NONE
         else:
-            self._next[prv] = nxt
-            self._prev[nxt] = prv
-            if self._head[order] == pfn:
-                self._head[order] = nxt
+            nxt[before] = after
+            prv[after] = before
+            if self._head[order] == key:
+                self._head[order] = after
         self._nr_free[order] -= 1
         self._free_pages -= 1 << order
         if value & _REPORTED:
             self._nr_reported[order] -= 1
             self._reported_pages -= 1 << order
+
+    def _value(self, pfn: int) -> int | None:
+        """The state of the block that starts at ``pfn`` (``order << 2 | kind``), if one does."""
+        top = self._top
+        region = pfn >> top
+        if region << top == pfn and 0 <= region < self._regions:
+            value = self._top_value[region]
+            if value:
+                return value
+        return self._blocks.get(pfn)
 
     def _check_order(self, order: int) -> None:
         if not 0 <= order < self._max_order:
@@ -404,7 +480,12 @@ class BuddyAllocator:
             current += 1
         else:
             return None
-        self._pop(pfn, current, self._blocks[pfn])
+        if current == self._top:  # the head is a region
+            value = self._top_value[pfn]
+            pfn <<= current
+        else:
+            value = self._blocks[pfn]
+        self._pop(pfn, current, value)
         while current > order:
             current -= 1
             self._push(pfn + (1 << current), current, False)
@@ -455,7 +536,7 @@ class BuddyAllocator:
         blocks = self._blocks
         del blocks[pfn]
         top = self._max_order - 1
-        while order < top:
+        while order < top:  # a buddy below the top order is in the same region: a dict entry
             buddy = pfn ^ (1 << order)
             value = blocks.get(buddy, _ALLOCATED)
             if value | _REPORTED != order << 2 | _FREE_REPORTED:
@@ -504,7 +585,7 @@ class BuddyAllocator:
         Refused, with nothing changed, unless ``zone_watermark_ok(zone, 0, min + 2**order)``,
         i.e. unless ``free_pages > min + 2**order``: reporting must not push the zone to OOM.
         """
-        value = self._blocks.get(pfn)
+        value = self._value(pfn)
         if value is None or value | _REPORTED != order << 2 | _FREE_REPORTED:
             raise NotFreeError(f"cannot isolate pfn {pfn} order {order}: {self._describe(pfn)}")
         if self._free_pages <= self._watermarks.min + (1 << order):
@@ -537,7 +618,10 @@ class BuddyAllocator:
         self._isolated_pages -= 1 << order
         merged = self._free_one(pfn, order, to_tail)
         if reported and merged == (pfn, order):
-            self._blocks[pfn] = order << 2 | _FREE_REPORTED
+            if order == self._top:
+                self._top_value[pfn >> order] = order << 2 | _FREE_REPORTED
+            else:
+                self._blocks[pfn] = order << 2 | _FREE_REPORTED
             self._nr_reported[order] += 1
             self._reported_pages += 1 << order
         if notify and self.on_free is not None:
@@ -546,10 +630,10 @@ class BuddyAllocator:
 
     def rotate_to_front(self, order: int, pfn: int) -> None:
         """Make ``free_area[order]`` start at ``pfn`` (list_rotate_to_front), in O(1)."""
-        value = self._blocks.get(pfn)
+        value = self._value(pfn)
         if value is None or value | _REPORTED != order << 2 | _FREE_REPORTED:
             raise NotFreeError(f"cannot rotate to pfn {pfn} order {order}: {self._describe(pfn)}")
-        self._head[order] = pfn
+        self._head[order] = pfn >> self._links[order][0]
 
     def is_reported(self, pfn: int) -> bool:
         """Whether the block containing ``pfn`` is free and carries the reported flag."""
@@ -561,7 +645,7 @@ class BuddyAllocator:
         """The head of ``free_area[order]``, or None if the list is empty."""
         self._check_order(order)
         head = self._head[order]
-        return None if head == _NONE else head
+        return None if head == _NONE else head << self._links[order][0]
 
     def next_free(self, pfn: int) -> int | None:
         """The block after ``pfn`` on its free list, or None at the end (before the head).
@@ -569,39 +653,43 @@ class BuddyAllocator:
         With ``first_free`` this is the ``list_for_each_entry_safe`` walk: fetch the next pfn
         before isolating the current one.
         """
-        value = self._blocks.get(pfn)
+        value = self._value(pfn)
         if value is None or not value & _FREE:
             raise NotFreeError(f"pfn {pfn} is not on a free list: {self._describe(pfn)}")
-        nxt = self._next[pfn]
-        return None if nxt == self._head[value >> 2] else nxt
+        order = value >> 2
+        shift, nxt, _ = self._links[order]
+        after = nxt[pfn >> shift]
+        return None if after == self._head[order] else after << shift
 
     def iter_free(self, order: int) -> Iterator[int]:
         """The pfns on ``free_area[order]`` from head to tail; do not free or allocate meanwhile."""
         self._check_order(order)
-        return self._walk(self._head[order])
+        return self._walk(order)
 
-    def _walk(self, head: int) -> Iterator[int]:
+    def _walk(self, order: int) -> Iterator[int]:
+        head = self._head[order]
         if head == _NONE:
             return
-        nxt = self._next
-        pfn = head
+        shift, nxt, _ = self._links[order]
+        key = head
         while True:
-            yield pfn
-            pfn = nxt[pfn]
-            if pfn == head:
+            yield key << shift
+            key = nxt[key]
+            if key == head:
                 return
 
     def block_at(self, pfn: int) -> Block:
         """The block (free, allocated or isolated) that contains ``pfn``; O(max_order)."""
         if not 0 <= pfn < self._total:
             raise InvalidBlockError(f"pfn {pfn} is outside the zone 0..{self._total - 1}")
-        blocks = self._blocks
+        region = pfn >> self._top
+        if region < self._regions and self._top_value[region]:
+            return _snapshot(region << self._top, self._top_value[region])
         for order in range(self._max_order):
             start = pfn >> order << order
-            value = blocks.get(start)
+            value = self._blocks.get(start)
             if value is not None and value >> 2 >= order:
-                kind = value & _KIND_MASK
-                return Block(start, value >> 2, _STATE_OF_KIND[kind], kind == _FREE_REPORTED)
+                return _snapshot(start, value)
         raise InvariantViolation(f"pfn {pfn} is not covered by any block")
 
     def state_of(self, pfn: int) -> BlockState:
@@ -609,11 +697,9 @@ class BuddyAllocator:
         return self.block_at(pfn).state
 
     def iter_blocks(self) -> Iterator[Block]:
-        """Every block in pfn order; sorts, so O(n log n): for checks and tests."""
-        for pfn in sorted(self._blocks):
-            value = self._blocks[pfn]
-            kind = value & _KIND_MASK
-            yield Block(pfn, value >> 2, _STATE_OF_KIND[kind], kind == _FREE_REPORTED)
+        """Every block in pfn order, walking the zone: O(blocks), for checks and tests."""
+        for pfn, value in self._tiles(0, self._total):
+            yield _snapshot(pfn, value)
 
     def _describe(self, pfn: int) -> str:
         if not 0 <= pfn < self._total:
@@ -626,115 +712,195 @@ class BuddyAllocator:
         where = "it is" if block.pfn == pfn else "it lies inside"
         return f"{where} {what} block (pfn {block.pfn} order {block.order})"
 
-    # ------------------------------------------------------------------ invariants
+    def _tiles(self, start: int, budget: int) -> Iterator[tuple[int, int]]:
+        """(pfn, state) of the blocks from ``start`` on, in pfn order, checked to tile the zone:
+        aligned, in range, one after the other.  Stops at the zone's end, or once ``budget``
+        blocks are out at the next region boundary.
 
-    def check_invariants(self) -> None:
-        """Check every book the allocator keeps against the others; O(blocks log blocks).
-
-        Raises InvariantViolation naming the first inconsistency found.
+        It cannot see a stray entry inside a block; ``check_invariants`` counts them.
         """
-        self._check_tiling()
-        self._check_lists()
-        self._check_counters()
-        self._check_merged()
-
-    def _check_tiling(self) -> None:
-        """Blocks are aligned, in range, do not overlap, and cover the zone exactly."""
-        expected = 0
-        for pfn in sorted(self._blocks):
-            value = self._blocks[pfn]
+        blocks, top_value = self._blocks, self._top_value
+        top, mask, regions = self._top, (1 << self._top) - 1, self._regions
+        pfn = start
+        while pfn < self._total and (budget > 0 or pfn & mask):
+            value = blocks.get(pfn)
+            if not pfn & mask and pfn >> top < regions and top_value[pfn >> top]:
+                if value is not None:
+                    raise InvariantViolation(
+                        f"pfn {pfn} is both a free top-order block and kept as a dict entry"
+                    )
+                value = top_value[pfn >> top]
+                if value | _REPORTED != top << 2 | _FREE_REPORTED:
+                    raise InvariantViolation(f"region at pfn {pfn} holds the bad state {value}")
+            elif value is None:
+                limit = min(self._total, (pfn | mask) + 1)  # no block crosses a region's end
+                end = next((p for p in range(pfn + 1, limit) if self._value(p) is not None), limit)
+                raise InvariantViolation(f"pages {pfn}..{end - 1} belong to no block")
+            elif value >> 2 == top and value & _FREE:
+                raise InvariantViolation(f"free top-order block at pfn {pfn} kept as a dict entry")
             order = value >> 2
-            if not 0 <= order < self._max_order:
+            if not 0 <= order <= top:
                 raise InvariantViolation(f"block at pfn {pfn} has order {order} out of range")
             if pfn & ((1 << order) - 1):
                 raise InvariantViolation(f"block at pfn {pfn} is not aligned to order {order}")
-            if pfn < expected:
+            if pfn + (1 << order) > self._total:
                 raise InvariantViolation(
-                    f"block at pfn {pfn} order {order} overlaps its predecessor"
+                    f"block at pfn {pfn} order {order} runs past the zone's {self._total} pages"
                 )
-            if pfn > expected:
-                raise InvariantViolation(f"pages {expected}..{pfn - 1} belong to no block")
-            expected = pfn + (1 << order)
-        if expected != self._total:
-            raise InvariantViolation(f"blocks end at pfn {expected}, zone has {self._total} pages")
+            yield pfn, value
+            budget -= 1
+            pfn += 1 << order
 
-    def _check_lists(self) -> None:
-        """Links agree, each free block is on exactly its own order's list, nr_free matches."""
-        on_list: set[int] = set()
+    # ------------------------------------------------------------------ invariants
+
+    def check_invariants(self) -> None:
+        """Check every book the allocator keeps against the others; O(blocks), and no
+        temporaries that grow with the zone.
+
+        Raises InvariantViolation naming the first inconsistency found.
+        """
+        tally = self._check_blocks(0, self._total)
+        if tally.in_dict != len(self._blocks):
+            raise InvariantViolation(
+                f"{len(self._blocks) - tally.in_dict} dict entries are no block of the zone "
+                "(inside another block, or outside the zone)"
+            )
         for order in range(self._max_order):
-            head = self._head[order]
-            count = 0
-            reported = 0
-            if head != _NONE:
-                pfn = head
-                while True:
-                    if pfn in on_list:
-                        raise InvariantViolation(
-                            f"pfn {pfn} is on a free list twice (order {order})"
-                        )
-                    on_list.add(pfn)
-                    value = self._blocks.get(pfn)
-                    if value is None or value | _REPORTED != order << 2 | _FREE_REPORTED:
-                        raise InvariantViolation(
-                            f"pfn {pfn} is on free_area[{order}] but is {self._describe(pfn)}"
-                        )
-                    reported += value == order << 2 | _FREE_REPORTED
-                    nxt = self._next.get(pfn)
-                    if nxt is None or self._prev.get(nxt) != pfn:
-                        raise InvariantViolation(f"broken links after pfn {pfn} (order {order})")
-                    count += 1
-                    if count > len(self._blocks):
-                        raise InvariantViolation(f"free_area[{order}] does not close into a cycle")
-                    pfn = nxt
-                    if pfn == head:
-                        break
-            if count != self._nr_free[order]:
-                raise InvariantViolation(
-                    f"nr_free[{order}] is {self._nr_free[order]} but the list holds {count}"
-                )
-            if reported != self._nr_reported[order]:
-                raise InvariantViolation(
-                    f"{reported} reported blocks on free_area[{order}], "
-                    f"counted {self._nr_reported[order]}"
-                )
-        free_blocks = {pfn for pfn, value in self._blocks.items() if value & _FREE}
-        if free_blocks != on_list:
-            stray = sorted(free_blocks ^ on_list)[:5]
-            raise InvariantViolation(f"free blocks and free-list members differ at pfns {stray}")
-        if self._next.keys() != on_list or self._prev.keys() != on_list:
-            raise InvariantViolation("list links kept for pfns that are not on a free list")
-
-    def _check_counters(self) -> None:
-        """Page counts agree with the blocks, and free + allocated + isolated == total."""
-        by_kind = {_ALLOCATED: 0, _FREE: 0, _FREE_REPORTED: 0, _ISOLATED: 0}
-        for value in self._blocks.values():
-            by_kind[value & _KIND_MASK] += 1 << (value >> 2)
-        free = by_kind[_FREE] + by_kind[_FREE_REPORTED]
+            for name, per_order, found in (
+                ("nr_free", self._nr_free, tally.free_blocks),
+                ("nr_reported", self._nr_reported, tally.reported_blocks),
+            ):
+                if per_order[order] != found[order]:
+                    raise InvariantViolation(
+                        f"{name}[{order}] is {per_order[order]} but the zone has {found[order]} "
+                        "such blocks"
+                    )
         books = {
-            "free_pages": (self._free_pages, free),
-            "allocated_pages": (self._allocated_pages, by_kind[_ALLOCATED]),
-            "isolated_pages": (self._isolated_pages, by_kind[_ISOLATED]),
-            "reported_pages": (self._reported_pages, by_kind[_FREE_REPORTED]),
+            "free_pages": (self._free_pages, tally.pages[_FREE] + tally.pages[_FREE_REPORTED]),
+            "allocated_pages": (self._allocated_pages, tally.pages[_ALLOCATED]),
+            "isolated_pages": (self._isolated_pages, tally.pages[_ISOLATED]),
+            "reported_pages": (self._reported_pages, tally.pages[_FREE_REPORTED]),
         }
         for name, (counted, actual) in books.items():
             if counted != actual:
                 raise InvariantViolation(f"{name} is {counted} but the blocks hold {actual}")
+        self._check_counters()
+        self._check_lists()
+
+    def check_slice(self, blocks: int = CHECK_SLICE_BLOCKS) -> None:
+        """Check the counters against each other, then the next ``blocks`` blocks of the zone
+        as ``check_invariants`` does one by one (tiling, links, merging), round-robin.
+
+        A periodic check whose cost does not grow with the zone: successive slices cover the
+        zone in about ``blocks_in_zone / blocks`` calls (a whole region each at least), so a
+        corruption they can see is found within one such round.  What only a whole pass can
+        count (blocks per order and kind against the counters, a free list's length, entries
+        hidden inside other blocks) is left to ``check_invariants``.
+        """
+        self._check_counters()
+        end = self._check_blocks(self._check_from, blocks).end
+        self._check_from = 0 if end >= self._total else end
+
+    def _check_counters(self) -> None:
+        """The counters agree with each other and with the lists' heads: O(max_order)."""
         total = self._free_pages + self._allocated_pages + self._isolated_pages
         if total != self._total:
             raise InvariantViolation(
                 f"conservation: free {self._free_pages} + allocated {self._allocated_pages} + "
                 f"isolated {self._isolated_pages} = {total}, not {self._total}"
             )
+        for name, counted, per_order in (
+            ("free_pages", self._free_pages, self._nr_free),
+            ("reported_pages", self._reported_pages, self._nr_reported),
+        ):
+            listed = sum(count << order for order, count in enumerate(per_order))
+            if counted != listed:
+                raise InvariantViolation(f"{name} is {counted} but the lists hold {listed}")
+        for order in range(self._max_order):
+            nr_free, head = self._nr_free[order], self._head[order]
+            if not 0 <= self._nr_reported[order] <= nr_free:
+                raise InvariantViolation(
+                    f"nr_reported[{order}] is {self._nr_reported[order]} of {nr_free} free"
+                )
+            if (head == _NONE) != (nr_free == 0):
+                raise InvariantViolation(f"nr_free[{order}] is {nr_free}, head is {head}")
+            if head != _NONE:
+                value = self._value(head << self._links[order][0])
+                if value is None or value | _REPORTED != order << 2 | _FREE_REPORTED:
+                    raise InvariantViolation(f"free_area[{order}]'s head is not a free block")
+        linked = sum(self._nr_free[: self._top])
+        if len(self._next) != linked or len(self._prev) != linked:
+            raise InvariantViolation(
+                f"{len(self._next)} next and {len(self._prev)} prev links kept for "
+                f"{linked} free blocks below the top order"
+            )
 
-    def _check_merged(self) -> None:
-        """No two free buddies of equal order below max_order-1 were left unmerged."""
-        top = self._max_order - 1
-        for pfn, value in self._blocks.items():
-            order = value >> 2
-            if value & _FREE and order < top:
-                buddy = pfn ^ (1 << order)
-                if self._blocks.get(buddy, _ALLOCATED) | _REPORTED == order << 2 | _FREE_REPORTED:
-                    raise InvariantViolation(
-                        f"free buddies at pfns {min(pfn, buddy)} and {max(pfn, buddy)} "
-                        f"order {order} were not merged"
-                    )
+    def _check_blocks(self, start: int, budget: int) -> _Tally:
+        """Walk blocks from ``start`` (see ``_tiles``), checking each one on its own: a free
+        block's links (``_check_links``), and that its buddy is not free at its order; a block
+        off the lists has no links."""
+        blocks, nxt_of, prv_of, top = self._blocks, self._next, self._prev, self._top
+        tally = _Tally([0] * self._max_order, [0] * self._max_order, end=start)
+        for pfn, value in self._tiles(start, budget):
+            order, kind = value >> 2, value & _KIND_MASK
+            tally.end = pfn + (1 << order)
+            tally.pages[kind] += 1 << order
+            tally.in_dict += order != top or not kind & _FREE
+            if not kind & _FREE:
+                if pfn in nxt_of or pfn in prv_of:
+                    raise InvariantViolation(f"list links kept for pfn {pfn}, which is not free")
+                continue
+            tally.free_blocks[order] += 1
+            tally.reported_blocks[order] += kind == _FREE_REPORTED
+            self._check_links(pfn, order)
+            buddy = pfn ^ (1 << order)
+            if order < top and blocks.get(buddy, _ALLOCATED) | _REPORTED == value | _REPORTED:
+                raise InvariantViolation(
+                    f"free buddies at pfns {min(pfn, buddy)} and {max(pfn, buddy)} "
+                    f"order {order} were not merged"
+                )
+        return tally
+
+    def _check_links(self, pfn: int, order: int) -> None:
+        """The free block's links lead both ways to blocks that link back, the next one a free
+        block of the same order."""
+        shift, nxt, prv = self._links[order]
+        key = pfn >> shift
+        try:
+            after, before = nxt[key], prv[key]
+            linked = prv[after] == key and nxt[before] == key
+        except (KeyError, IndexError):
+            linked = False
+        if not linked:
+            raise InvariantViolation(f"broken free-list links at pfn {pfn} (order {order})")
+        value = self._value(after << shift)
+        if value is None or value | _REPORTED != order << 2 | _FREE_REPORTED:
+            raise InvariantViolation(
+                f"pfn {pfn} on free_area[{order}] links to pfn {after << shift}, which is not a "
+                f"free block of order {order}"
+            )
+
+    def _check_lists(self) -> None:
+        """Each free list, walked from its head, closes into a cycle of nr_free blocks.
+
+        With ``_check_blocks`` over the whole zone this puts every free block on exactly its
+        own order's list: the head is a free block of that order, every free block links to
+        one of the same order and its links are symmetric, so the walk meets distinct free
+        blocks of that order until it is back at the head, and there are nr_free of them.
+        """
+        for order in range(self._max_order):
+            head, nr_free = self._head[order], self._nr_free[order]
+            if head == _NONE:
+                continue
+            nxt = self._links[order][1]
+            key, count = nxt[head], 1
+            while key != head:
+                count += 1
+                if count > nr_free:
+                    break
+                key = nxt[key]
+            if count != nr_free:
+                raise InvariantViolation(
+                    f"nr_free[{order}] is {nr_free} but its list holds "
+                    f"{'more' if count > nr_free else count}"
+                )

@@ -6,24 +6,30 @@ refuses a run whose estimate exceeds the machine's memory, before it writes anyt
 
 The estimate follows the structures that grow with the guest (``actors/mm``), per guest:
 
-- the host's per-page state (``GuestBacking``): bitmaps of 1 bit per 4 KiB page, two always
-  (backed, discarded), three more only when the run needs them (accessed and swapped with a
-  ``host.memory`` limit, lazily freed with ``host.discard = "free"``), and one bit per host
-  huge page;
-- the allocator's free blocks after boot: one per top-order block, about 192 bytes each as a
-  Python object (issue 18's measurement: 42% of a 12 TiB guest's 1,389 MiB);
-- the end-of-run full invariant check's temporaries: 353 MiB at 12 TiB (the same
-  measurement), about 0.11 bytes per page;
+- the host's per-page state (``GuestBacking``): roaring bitmaps, two always (backed,
+  discarded), three more only when the run needs them (accessed and swapped with a
+  ``host.memory`` limit, lazily freed with ``host.discard = "free"``), and one of host huge
+  pages. A bitmap spanning the guest holds a container per 2**16 pages, kept as runs while the
+  pages come in blocks: 75 bytes each (a 12 TiB range, 49,152 containers, took 3.69 MB of C
+  heap by ``mallinfo2``; an idle 12 TiB guest's whole host state took 58 KiB, its backed
+  pages being one range). Pages alternating in and out cost up to 8 KiB a container, 1 bit
+  per page, which this does not count;
+- the allocator's free blocks after boot: one per top-order block, 9 bytes each, a byte of
+  state and two 4-byte list links in arrays (a 12 TiB zone after boot, 192 GiB allocated:
+  36 MiB by ``tracemalloc``, 27 MiB of it those arrays, the rest the boot blocks' dict
+  entries; as dict entries before issue 18 its free blocks took 578 MiB, 192 bytes each). The
+  full invariant check at the end walks the zone without temporaries that grow with it (1 KiB
+  at 12 TiB, down from 320 MiB), so it costs nothing here;
 - each vCPU's task, per-CPU lists and workload state: 12 KiB (a 1 TiB guest grew by 5 MiB
   from 64 to 448 vCPUs);
 - and once, the interpreter with pagehint imported and a small guest run: 56 MiB (a 4 GiB idle
   guest peaked at 55 MiB).
 
 Checked against peak RSS of 20 ms idle runs (policy none, 1 GiB boot memory, measured by
-``ru_maxrss``; estimate in brackets): 4 GiB 55 MiB (56), 256 GiB 85 MiB (91), 1 TiB 185 MiB
-(196), 1 TiB with a host.memory limit and MADV_FREE 265 MiB (292). It is what a run needs
-when its free memory stays in large blocks; a workload that fragments free memory into single
-pages needs more.
+``ru_maxrss``; estimate in brackets): 4 GiB 64 MiB (56), 256 GiB 78 MiB (75), 1 TiB 128 MiB
+(133), 1 TiB with a 512 GiB host.memory limit and MADV_FREE 129 MiB (134), 12 TiB 989 MiB
+(977). It is what a run needs when its free memory stays in large blocks; a workload that
+fragments free memory into single pages needs more.
 """
 
 from __future__ import annotations
@@ -33,9 +39,10 @@ from pagehint.protocol.units import PAGE_SIZE, format_size
 from .schema import HOST_BACKINGS, Scenario
 
 INTERPRETER_BYTES = 56 << 20
-BYTES_PER_FREE_BLOCK = 192
-CHECK_BYTES_PER_PAGE = 0.11
+BYTES_PER_FREE_BLOCK = 9
 BYTES_PER_VCPU = 12 << 10
+BYTES_PER_CONTAINER = 75
+CONTAINER_PAGES = 1 << 16
 
 
 def estimated_bytes(scenario: Scenario) -> tuple[int, str]:
@@ -44,15 +51,15 @@ def estimated_bytes(scenario: Scenario) -> tuple[int, str]:
     pages = guest.memory // PAGE_SIZE
     bitmaps = 2 + (2 if host.memory else 0) + (1 if host.discard == "free" else 0)
     host_pages, _ = HOST_BACKINGS.get(host.backing, (1, False))
-    host_state = pages * bitmaps // 8 + pages // host_pages // 8
+    containers = bitmaps * -(-pages // CONTAINER_PAGES) + -(-pages // host_pages // CONTAINER_PAGES)
+    host_state = containers * BYTES_PER_CONTAINER
     free_blocks = (pages >> (guest.max_order - 1)) * BYTES_PER_FREE_BLOCK
-    check = round(pages * CHECK_BYTES_PER_PAGE)
-    per_guest = host_state + free_blocks + check + guest.vcpus * BYTES_PER_VCPU
+    per_guest = host_state + free_blocks + guest.vcpus * BYTES_PER_VCPU
     total = INTERPRETER_BYTES + host.guests * per_guest
     made_of = (
         f"{host.guests} x (host page state {format_size(host_state)} + free blocks "
-        f"{format_size(free_blocks)} + invariant check {format_size(check)} + "
-        f"{guest.vcpus} vCPUs {format_size(guest.vcpus * BYTES_PER_VCPU)}) + interpreter "
+        f"{format_size(free_blocks)} + {guest.vcpus} vCPUs "
+        f"{format_size(guest.vcpus * BYTES_PER_VCPU)}) + interpreter "
         f"{format_size(INTERPRETER_BYTES)}"
     )
     return total, made_of

@@ -34,6 +34,7 @@ from ..designs import DesignConfig, PageReportingConfig, Policy
 from ..designs.registry import find_design, installed_designs
 from ..mm.buddy import Watermarks
 from ..mm.costs import Costs
+from ..mm.host_memory import MAX_PAGES
 from ..mm.kernels import DEFAULT_KERNEL, KERNELS
 from ..mm.profiles import cost_rules, costs_for, default_profile, profiles
 from ..workloads import THP_ORDER
@@ -73,7 +74,8 @@ class RunSection:
     sample_interval: Nanos = Nanos(10_000_000)
     """How often the monitor samples RSS and free memory (and checks conservation)."""
     full_check_every: int = 10
-    """Run the allocator's full invariant check every N samples (0: never during the run)."""
+    """Check the allocator's invariants every N samples: its counters and the next slice of the
+    zone (about 4096 blocks), round-robin; the full check runs at the end (0: only then)."""
     baseline: bool = True
     """Also run the same scenario and seed with policy none, for throughput_rel_to_none."""
 
@@ -605,6 +607,11 @@ def check_scenario(scenario: Scenario) -> list[str]:
         problems.append(
             f"guest.memory: must be a whole number of 4KiB pages and at least 16MiB, "
             f"got {format_size(guest.memory)}"
+        )
+    elif guest.memory > MAX_PAGES * PAGE_SIZE:
+        problems.append(
+            f"guest.memory: at most {format_size(MAX_PAGES * PAGE_SIZE)} (each guest's host "
+            f"page-state bitmaps index its pages with 32 bits), got {format_size(guest.memory)}"
         )
     high_watermark = Watermarks.linux_default(guest.memory // PAGE_SIZE).high * PAGE_SIZE
     if guest.boot_memory + high_watermark >= guest.memory:
