@@ -30,7 +30,7 @@ stable. Every figure is min / median / max over the repeats; each repeat of ours
 seed (trio's scheduling order of same-time events follows it), SimPy has no randomness here.
 
 Our monitor actor samples once (``sample_interval`` = the duration, ``full_check_every`` = 0):
-SimPy has no counterpart, and its periodic full invariant check would dominate the wall time.
+SimPy has no counterpart, and its periodic invariant checks would only add to our wall time.
 After each run, untimed, both models' page books are checked (allocated = boot + per-CPU lists
 + mapped + what is in flight), and with ``--check`` the allocators' full invariants too.
 
