@@ -215,9 +215,10 @@ def test_a_truncated_last_line_is_analysed_up_to_there(
     count = len((cut / "log.jsonl").read_bytes().splitlines())
     with open_run(cut) as db:
         assert db.sql("SELECT count(*) FROM events").fetchall() == [(count - 1,)]
-        (warning,) = db.warnings
+        warning, copy_warning = db.warnings
     assert f"log.jsonl: line {count} is cut off" in warning
     assert f"analysed lines 1-{count - 1}" in warning
+    assert "log.parquet is stale: log.jsonl changed after it was written" in copy_warning
     assert analyze(str(cut), "--report", "oom") == 0
     assert f"line {count} is cut off" in capsys.readouterr().err
 

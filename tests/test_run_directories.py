@@ -167,9 +167,8 @@ def test_a_run_into_an_earlier_run_is_refused_without_force(
     first = (out / "summary.json").read_bytes()
     capsys.readouterr()
     assert exit_code(["run", "idle", *FAST, "--seed", "9", "--out", str(out)]) == 2
-    assert "holds earlier results (config.toml, log.jsonl, summary.json); pass --force" in (
-        capsys.readouterr().err
-    )
+    earlier = "config.toml, log.jsonl, log.parquet, summary.json"
+    assert f"holds earlier results ({earlier}); pass --force" in capsys.readouterr().err
     assert (out / "summary.json").read_bytes() == first
     assert main(["run", "idle", *FAST, "--seed", "9", "--out", str(out), "--force"]) == 0
     assert orjson.loads((out / "log.jsonl").read_bytes().splitlines()[0])["seed"] == 9

@@ -370,7 +370,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace) -> int:
     """``pagehint check``: 0 clean, 1 on a violation, 2 on bad input."""
     try:
-        db = open_run(args.paths)
+        db = open_run(args.paths, from_copy=False)  # the lines it names are the file's own
     except (LogError, ValueError) as error:
         print(f"pagehint check: bad input: {error}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pagehint.runtime.harness.config import ConfigError, structure
-from pagehint.runtime.harness.logdb import LogDB, LogError, open_logs
+from pagehint.runtime.harness.logdb import LogDB, LogError, insert_rows, open_logs
 
 from ..designs.base import COMMON_KNOBS
 from ..scenario.effective import resolve
@@ -51,7 +51,13 @@ def _design_knob(key: str, differing: Sequence[str]) -> bool:
     return section == "policy" and knob not in COMMON_KNOBS and "policy.name" in differing
 
 
-def open_run(paths: Path | str | Sequence[Path | str], *, buckets: int = 20) -> LogDB:
+def open_run(
+    paths: Path | str | Sequence[Path | str],
+    *,
+    buckets: int = 20,
+    from_copy: bool = True,
+    threads: int | None = None,
+) -> LogDB:
     """Open run directories, logs or sweep directories of the guest model for analysis.
 
     The result's ``events`` view and its ``samples``, ``sample_series``, ``zone_requests``,
@@ -61,8 +67,18 @@ def open_run(paths: Path | str | Sequence[Path | str], *, buckets: int = 20) -> 
         db = open_run("runs/default-seed0")
         db.report("return").fetchall()
         db.sql("SELECT t, pages FROM events WHERE event = 'report'").df()
+
+    A run is read from its ``log.parquet`` where that is fresh (``from_copy``), else from its
+    ``log.jsonl``; ``threads`` caps DuckDB's threads (None: one per core).
     """
-    db = open_logs(paths, fields=FIELDS, reports=guest_reports(buckets), implied=_design_knob)
+    db = open_logs(
+        paths,
+        fields=FIELDS,
+        reports=guest_reports(buckets),
+        implied=_design_knob,
+        from_copy=from_copy,
+        threads=threads,
+    )
     for source in db.sources:
         model = source.header.get("model")
         if model != "guest":
@@ -78,10 +94,7 @@ def open_run(paths: Path | str | Sequence[Path | str], *, buckets: int = 20) -> 
         "batch_pages BIGINT, poll_budget BIGINT, sample_interval_ns BIGINT, "
         "log_level VARCHAR, guests BIGINT)"
     )
-    db.con.executemany(
-        "INSERT INTO policy VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [_policy_row(db, index) for index in range(len(db.sources))],
-    )
+    insert_rows(db.con, "policy", [_policy_row(db, index) for index in range(len(db.sources))])
     for name, sql in VIEWS.items():
         db.con.execute(f"CREATE VIEW {name} AS {sql}")
     return db

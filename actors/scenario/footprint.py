@@ -22,14 +22,15 @@ The estimate follows the structures that grow with the guest (``actors/mm``), pe
   at 12 TiB, down from 320 MiB), so it costs nothing here;
 - each vCPU's task, per-CPU lists and workload state: 12 KiB (a 1 TiB guest grew by 5 MiB
   from 64 to 448 vCPUs);
-- and once, the interpreter with pagehint imported and a small guest run: 56 MiB (a 4 GiB idle
-  guest peaked at 55 MiB).
+- and once, the interpreter with pagehint, rich and DuckDB loaded (DuckDB writes the run's
+  ``log.parquet`` at its end) and a small guest run: 96 MiB (a 4 GiB idle run through the
+  CLI peaked at 95 MiB).
 
-Checked against peak RSS of 20 ms idle runs (policy none, 1 GiB boot memory, measured by
-``ru_maxrss``; estimate in brackets): 4 GiB 64 MiB (56), 256 GiB 78 MiB (75), 1 TiB 128 MiB
-(133), 1 TiB with a 512 GiB host.memory limit and MADV_FREE 129 MiB (134), 12 TiB 989 MiB
-(977). It is what a run needs when its free memory stays in large blocks; a workload that
-fragments free memory into single pages needs more.
+Checked against peak RSS of 20 ms idle runs through the CLI (``pagehint run idle``, policy
+none, 1 GiB boot memory, ``ru_maxrss``; estimate in brackets): 4 GiB 95 MiB (96), 1 TiB
+97 MiB (98), 12 TiB 122 MiB (130), 12 TiB with 448 vCPUs, a 16 TiB host.memory limit and
+MADV_FREE 133 MiB (145). It is what a run needs when its free memory stays in large blocks;
+a workload that fragments free memory into single pages needs more.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pagehint.protocol.units import PAGE_SIZE, format_size
 
 from .schema import HOST_BACKINGS, Scenario
 
-INTERPRETER_BYTES = 56 << 20
+INTERPRETER_BYTES = 96 << 20
 BYTES_PER_FREE_BLOCK = 9
 BYTES_PER_VCPU = 12 << 10
 BYTES_PER_CONTAINER = 75

@@ -44,6 +44,7 @@ from .config import (
     to_toml,
 )
 from .demo import run_demo
+from .logdb import LOG_NAME, write_copy
 from .model import Model, Progress, check_fits, execute, load_config, load_model
 from .rundirs import RESULT_FILE_ORDER, claimed, output_directory
 from .sweep import (
@@ -71,7 +72,7 @@ def _console() -> Console:
 def _demo(args: argparse.Namespace) -> int:
     out = output_directory(args.out)
     started = time.perf_counter()
-    with (out / "log.jsonl").open("wb") as log_file:
+    with (out / LOG_NAME).open("wb") as log_file:
         log = RunLog(log_file, level=args.log_level)
         log.write_header(seed=args.seed, scenario="demo")
 
@@ -80,6 +81,7 @@ def _demo(args: argparse.Namespace) -> int:
 
         summary = run_simulation(main, seed=args.seed, log=log)
     summary["wall_s"] = round(time.perf_counter() - started, 3)
+    write_copy(out / LOG_NAME)  # before summary.json, as a model's run writes them
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
 
     table = Table(title=f"pagehint demo: {args.clients} clients, one server (seed {args.seed})")
@@ -175,7 +177,6 @@ def _workers(text: str) -> int:
     return workers
 
 
-RUN_RESULTS = (*RESULT_FILE_ORDER, "log.parquet")
 SET_RESULTS = ("index.jsonl", RUNS)  # a comparison's or sweep's
 
 
@@ -185,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     stem = Path(source).stem if source.endswith(".toml") else "default"
     default = Path("runs") / f"{stem}-seed{model.seed(config)}"
     check_fits(model, config)  # before a directory is made for it
-    with claimed(args.out, default, RUN_RESULTS, force=args.force) as (out, said):
+    with claimed(args.out, default, RESULT_FILE_ORDER, force=args.force) as (out, said):
         if said:
             print(f"pagehint: {said}", file=sys.stderr)
         bar = Console(stderr=True) if sys.stderr.isatty() and not args.quiet else None

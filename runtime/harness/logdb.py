@@ -1,23 +1,32 @@
-"""Run logs as DuckDB tables, read straight from their JSON lines: one run, one log, or a sweep.
+"""Run logs as DuckDB tables: one run, one log, or a sweep.
 
 Generic: this module knows the four keys every line starts with (``t``, ``actor``, ``level``,
-``event``), the header line and the run directory layout (``config.toml``, ``log.jsonl``, then
-``summary.json`` or ``error.json``), and nothing of any model's events. A model passes the typed
-fields of its events and its canned reports (``pagehint.actors.analysis`` does for the guest).
+``event``), the header line and the run directory layout (``config.toml``, ``log.jsonl``,
+``log.parquet``, then ``summary.json`` or ``error.json``), and nothing of any model's events. A
+model passes the typed fields of its events and its canned reports (``pagehint.actors.analysis``
+does for the guest).
 
-DuckDB parses every line (``read_json``, newline-delimited, in parallel, only the columns a query
-needs). Python reads a log's first and last line and counts its newlines; only when DuckDB finds
-a bad line does Python scan the file, to name that line's number.
+A finished run's log has a Parquet copy beside it (``write_copy``: every column DuckDB detects
+in the JSON lines, the line number, and the log's size and mtime in its metadata). A log is read
+from its copy when the copy is fresh (the log's size and mtime are those it records); otherwise
+DuckDB parses its JSON lines once (``read_json``, newline-delimited) into a scratch Parquet file
+that every query then reads. Python reads a log's first and last line and, for JSON lines,
+counts its newlines; only when DuckDB finds a bad line does Python scan the file, to name that
+line's number.
 
 The ``events`` view (documented in docs/log-schema.md) has ``run`` (the run's name), ``line``
 (1-based line number in its log), ``t``, ``actor``, ``level``, ``event``, then one typed column
 per event field (JSON where two events give one name different types). The ``runs`` table has
-one row per run: its status and, for a sweep, one column per factor.
+one row per run: its status, whether it was read from its copy and, for a sweep, one column per
+factor.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
+import os
+import tempfile
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +41,7 @@ from ..errors import PagehintError
 from ..log import LOG_SCHEMA_VERSION
 
 LOG_NAME = "log.jsonl"
+COPY_NAME = "log.parquet"  # what write_copy makes of LOG_NAME
 COMMON = {"t": "BIGINT", "actor": "VARCHAR", "level": "VARCHAR", "event": "VARCHAR"}
 RESERVED = ("run", "line", *COMMON)
 NUMERIC_TYPES = frozenset(
@@ -107,6 +117,10 @@ class LogSource:
     error: str | None  # error.json's message for a failed run
     config: Mapping[str, Any]  # config.toml as read ({} without one)
     lines: int = 0  # lines in the file, a cut-off last line included: counted by LogDB
+    # Set by LogDB: the fresh Parquet copy read in place of the log (None: its JSON lines are
+    # read), and why the JSON lines are read where a copy was to be expected ("" if not).
+    copy: Path | None = None
+    copy_note: str = ""
 
     @property
     def cut_line(self) -> int | None:
@@ -151,6 +165,11 @@ def _check_record(raw: bytes) -> str | None:
         if not isinstance(record.get(key), str):
             return f"{key!r} must be a string, got {record.get(key)!r}"
     return None
+
+
+def _readable(table: str = "") -> str:
+    """SQL: the row is a record (DuckDB gives a line it cannot read as a row of nulls)."""
+    return " AND ".join(f"{table}{name} IS NOT NULL" for name in COMMON)
 
 
 def _excerpt(raw: bytes) -> str:
@@ -263,6 +282,109 @@ def locate_bad_line(path: Path, stop_before: int | None) -> tuple[int, str] | No
             if problem is not None:
                 return number, f"{problem}: {_excerpt(raw)}"
     return None
+
+
+# -- the Parquet copy ------------------------------------------------------------------------
+# Its key-value metadata: what it was copied from, so that a reader can tell it is stale.
+COPY_FORMAT = "1"  # of the copy itself (the line column, how types are mapped)
+_SIZE_KEY, _MTIME_KEY, _FORMAT_KEY = "log_size_bytes", "log_mtime_ns", "log_copy_format"
+_COPIED_AS_DETECTED = frozenset({"BOOLEAN", "BIGINT", "HUGEINT", "DOUBLE", "VARCHAR"})
+
+
+def copy_path(log: Path) -> Path:
+    """Where a log's Parquet copy is: beside it, ``log.parquet`` for ``log.jsonl``."""
+    return log.with_suffix(".parquet")
+
+
+def _copied_type(detected: str) -> str:
+    """How a column of the type DuckDB detected is copied: a scalar as it is; objects, lists,
+    mixed kinds and fields that are only ever null as their JSON text; a string that DuckDB
+    took for a date, a time or a UUID as written."""
+    if detected in _COPIED_AS_DETECTED:
+        return detected
+    return "VARCHAR" if detected.startswith(("DATE", "TIME", "UUID")) else "JSON"
+
+
+@functools.cache
+def _copying_database(pid: int) -> duckdb.DuckDBPyConnection:
+    """The DuckDB that writes copies, one per process (``pid``: a forked worker opens its
+    own): opening one costs more than copying a small log (some 20 ms), and a sweep's worker
+    copies the log of every run it makes."""
+    return duckdb.connect(config={"threads": 1})
+
+
+def write_copy(log: Path) -> Path:
+    """Write the Parquet copy of a finished log beside it; its path.
+
+    Every column DuckDB detects over all the lines, and ``line``; the log's size and mtime go
+    into the copy's metadata first, so a log that changes meanwhile leaves a stale copy. One
+    DuckDB thread: a run is one core's work, and a sweep runs one per core. Written under
+    another name and renamed: a ``log.parquet`` that is there is whole. Thread-safe (a cursor
+    each).
+    """
+    stat = log.stat()
+    target = copy_path(log)
+    partial = target.with_name(f"{target.name}.partial")
+    lines = f"read_json({quote_text(str(log))}, format = 'newline_delimited'"
+    metadata = {
+        _SIZE_KEY: str(stat.st_size),
+        _MTIME_KEY: str(stat.st_mtime_ns),
+        _FORMAT_KEY: COPY_FORMAT,
+    }
+    with _copying_database(os.getpid()).cursor() as con:
+        detected = con.execute(f"DESCRIBE SELECT * FROM {lines}, sample_size = -1)").fetchall()
+        columns = {name: _copied_type(kind) for name, kind, *_ in detected}
+        con.execute(
+            f"COPY (SELECT row_number() OVER () AS line, * FROM {lines}, "
+            f"columns = {_struct(columns)})) TO {quote_text(str(partial))} "
+            f"(FORMAT parquet, KV_METADATA {_struct(metadata)})"
+        )
+    os.replace(partial, target)
+    return target
+
+
+def _fresh_copy(con: duckdb.DuckDBPyConnection, log: Path) -> tuple[dict[str, str], str]:
+    """The columns of ``log``'s Parquet copy and their types when the copy is fresh; else no
+    columns and why it is not read ("": there is none)."""
+    copy = copy_path(log)
+    if not copy.is_file():
+        return {}, ""
+    where = quote_text(str(copy))
+    try:
+        found = con.execute(f"SELECT key, value FROM parquet_kv_metadata({where})").fetchall()
+        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({where})").fetchall()
+    except duckdb.Error as error:
+        cause = str(error).splitlines()[0]
+        return {}, f"{copy.name} is unreadable, cut short or not Parquet ({cause})"
+    metadata = {bytes(key).decode(): bytes(value).decode() for key, value in found}
+    if metadata.get(_FORMAT_KEY) != COPY_FORMAT:
+        return {}, f"{copy.name} is not a copy of its log that this pagehint reads"
+    stat = log.stat()
+    if (metadata.get(_SIZE_KEY), metadata.get(_MTIME_KEY)) != (
+        str(stat.st_size),
+        str(stat.st_mtime_ns),
+    ):
+        return {}, (
+            f"{copy.name} is stale: {log.name} changed after it was written (its size or "
+            "modification time differs from those the copy records)"
+        )
+    columns = {name: kind for name, kind, *_ in described}
+    if any(columns.get(name) != kind for name, kind in (COMMON | {"line": "BIGINT"}).items()):
+        return {}, f"{copy.name} lacks the typed columns line, t, actor, level and event"
+    return columns, ""
+
+
+def _as_declared(name: str, declared: str, stored: str | None) -> str:
+    """Column ``name`` of a Parquet file (of type ``stored``; None: it has none) as the
+    ``events`` view's type ``declared``: the value ``read_json`` would give for that type."""
+    column = quote_name(name)
+    if stored is None:
+        return f"CAST(NULL AS {declared}) AS {column}"
+    if stored == declared:
+        return f"p.{column}"
+    if declared == "JSON":  # a string becomes a JSON string, not JSON text to parse
+        return f"to_json(p.{column}) AS {column}"
+    return f"CAST(p.{column} AS {declared}) AS {column}"
 
 
 # -- finding runs ----------------------------------------------------------------------------
@@ -390,6 +512,25 @@ def quote_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows`` into ``table`` in one statement (``executemany`` runs one per row: a
+    second for a sweep's thousand)."""
+    if rows:
+        marks = "(" + ", ".join("?" for _ in rows[0]) + ")"
+        values = [value for row in rows for value in row]
+        con.execute(f"INSERT INTO {table} VALUES " + ", ".join([marks] * len(rows)), values)
+
+
+def _struct(values: Mapping[str, str]) -> str:
+    """A DuckDB struct of text: ``{'key': 'value', ...}`` (named columns, Parquet metadata)."""
+    return "{" + ", ".join(f"{quote_text(k)}: {quote_text(v)}" for k, v in values.items()) + "}"
+
+
+def _files(paths: Iterable[Path | str]) -> str:
+    """A DuckDB list of file names, for a table function."""
+    return "[" + ", ".join(quote_text(str(path)) for path in paths) + "]"
+
+
 def _sql_type(values: Iterable[Any]) -> str:
     present = [value for value in values if value is not None]
     if present and all(isinstance(value, bool) for value in present):
@@ -440,64 +581,121 @@ class LogDB:
         root: Path | None = None,
         connection: duckdb.DuckDBPyConnection | None = None,
         implied: Implied | None = None,
+        from_copy: bool = True,
+        threads: int | None = None,
     ) -> None:
+        """``from_copy``: read a log from its fresh Parquet copy (False: always from its JSON
+        lines). ``threads``: DuckDB's threads (None: its default, one per core)."""
         if not sources:
             raise ValueError("LogDB needs at least one log")
         self.sources = list(sources)
         self.con = connection if connection is not None else duckdb.connect()
+        # Each query reads each copy's footer otherwise: over a sweep of many short runs, most
+        # of a report's time.
+        self.con.execute("SET parquet_metadata_cache = true")
+        if threads is not None:
+            self.con.execute(f"SET threads = {int(threads)}")
         self.reports = {report.name: report for report in reports}
         self.warnings: list[str] = []
         self.factors_all = _factors(self.sources, root, implied)
         self.factors = [key for key in self.factors_all if not _is_replicate(key)]
         self.replicates = [key for key in self.factors_all if _is_replicate(key)]
         self._columns = dict(COMMON) | column_types(fields or {})
-        self._logs_sql = "[" + ", ".join(quote_text(str(s.path)) for s in self.sources) + "]"
+        # The scratch copy of the logs read from their JSON lines: lists as JSON text, which
+        # costs less to write and is cast only when a query asks for it (as a copy's are).
+        self._scratch_columns = {
+            name: "JSON" if kind.endswith("]") else kind for name, kind in self._columns.items()
+        }
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        self._copies: dict[str, dict[str, str]] = {}  # a fresh copy -> its columns and types
+        if from_copy:
+            self._find_copies()
         self._validate_and_count()
         self._create_views()
         self._note_run_status()
 
     # -- setting up ------------------------------------------------------------------------
-    def _read_json(self, columns: Mapping[str, str]) -> str:
-        spec = ", ".join(
-            f"{quote_text(name)}: {quote_text(kind)}" for name, kind in columns.items()
-        )
-        return (
-            f"read_json({self._logs_sql}, format = 'newline_delimited', columns = {{{spec}}}, "
-            "filename = true, ignore_errors = true)"
+    def _find_copies(self) -> None:
+        """Read each log from its Parquet copy where that is fresh; note why not elsewhere."""
+        for index, source in enumerate(self.sources):
+            columns, problem = _fresh_copy(self.con, source.path)
+            if columns:
+                copy = copy_path(source.path)
+                self._copies[str(copy)] = columns
+                self.sources[index] = attrs.evolve(source, copy=copy)
+                continue
+            if not problem and source.status in ("ok", "failed"):
+                problem = f"it has no {copy_path(source.path).name}"
+            elif not problem and source.status == "incomplete":
+                problem = f"it has no {copy_path(source.path).name}, which a run writes as it ends"
+            self.sources[index] = attrs.evolve(source, copy_note=problem)
+
+    @staticmethod
+    def _file(source: LogSource) -> str:
+        """The file DuckDB reads for ``source``: its copy, or its log."""
+        return str(source.copy or source.path)
+
+    def _scratch_file(self) -> str:
+        """The scratch Parquet file of the logs read from their JSON lines, as SQL text."""
+        assert self._scratch is not None, "no log was read from its JSON lines"
+        return quote_text(str(Path(self._scratch.name) / "logs.parquet"))
+
+    def _scan_json(self, sources: Sequence[LogSource]) -> None:
+        """Parse the JSON lines of ``sources`` once, into the scratch Parquet file."""
+        self._scratch = tempfile.TemporaryDirectory(prefix="pagehint-logdb-")
+        self.con.execute(
+            "COPY (SELECT row_number() OVER () AS _row, * FROM read_json("
+            f"{_files(source.path for source in sources)}, format = 'newline_delimited', "
+            f"columns = {_struct(self._scratch_columns)}, filename = '_file', "
+            f"ignore_errors = true)) TO {self._scratch_file()} "
+            "(FORMAT parquet, ROW_GROUP_SIZE 16384)"  # row groups are buffered: 460 MiB -> 180
         )
 
     def _validate_and_count(self) -> None:
         """One scan of the common columns: rows, unreadable rows, events, levels, end time.
 
-        Python counts each file's lines meanwhile (DuckDB runs without the GIL): DuckDB skips
-        blank lines silently, so only the two counts together show every line was read.
+        Over JSON lines, Python counts each file's lines meanwhile (DuckDB runs without the
+        GIL): DuckDB skips blank lines silently, so only the two counts together show every
+        line was read. A copy holds the lines of a log DuckDB read whole: its rows are them.
         """
-        readable = "t IS NOT NULL AND actor IS NOT NULL AND level IS NOT NULL AND event IS NOT NULL"
+        from_json = [source for source in self.sources if source.copy is None]
+        common = ", ".join(["_file", *COMMON])
+        scans = []
         with ThreadPoolExecutor(max_workers=1) as pool:
-            counting = pool.map(_count_lines, [source.path for source in self.sources])
-            found = self.con.sql(
-                f"SELECT filename, event, level, count(*), count(*) FILTER (WHERE {readable}), "
-                f"max(t) FILTER (WHERE {readable}) FROM {self._read_json(COMMON)} GROUP BY ALL"
-            ).fetchall()
-            self.sources = [
-                attrs.evolve(source, lines=lines)
-                for source, lines in zip(self.sources, counting, strict=True)
-            ]
+            counting = pool.map(_count_lines, [source.path for source in from_json])
+            if from_json:
+                self._scan_json(from_json)
+                scans.append(f"SELECT {common} FROM read_parquet({self._scratch_file()})")
+            if self._copies:
+                scans.append(
+                    f"SELECT {common} FROM read_parquet({_files(self._copies)}, "
+                    "filename = '_file', union_by_name = true)"
+                )
+            self.con.execute(
+                "CREATE TEMP TABLE _lines AS SELECT _file, event, level, count(*) AS n, "
+                f"count(*) FILTER (WHERE {_readable()}) AS good, "
+                f"max(t) FILTER (WHERE {_readable()}) AS last "
+                f"FROM ({' UNION ALL '.join(scans)}) GROUP BY ALL"
+            )
+            found = self.con.execute("SELECT _file, level, n, good, last FROM _lines").fetchall()
+            counted = dict(zip((source.path for source in from_json), counting, strict=True))
         rows: dict[str, int] = {}
         bad: dict[str, int] = {}
-        counts: list[tuple[str, str, str, int]] = []
         end: dict[str, int] = {}
         debug: set[str] = set()
-        for filename, event, level, count, good, last in found:
+        for filename, level, count, good, last in found:
             rows[filename] = rows.get(filename, 0) + count
             bad[filename] = bad.get(filename, 0) + count - good
             if good:
-                counts.append((filename, event, level, good))
                 end[filename] = max(end.get(filename, 0), last)
                 if level == "debug":
                     debug.add(filename)
-        by_path = {str(source.path): source for source in self.sources}
-        for path, source in by_path.items():
+        self.sources = [
+            attrs.evolve(source, lines=counted.get(source.path, rows.get(self._file(source), 0)))
+            for source in self.sources
+        ]
+        for source in self.sources:
+            path = self._file(source)
             expected_bad = 1 if source.cut_line is not None else 0
             if rows.get(path, 0) != source.lines or bad.get(path, 0) != expected_bad:
                 located = locate_bad_line(source.path, source.cut_line)
@@ -509,15 +707,11 @@ class LogDB:
                     f"from {source.lines} lines, yet every line parses as a record",
                 )
         self._create_runs_table(rows, end, debug)
-        run_of = {str(source.path): source.run for source in self.sources}
         self.con.execute(
-            "CREATE TABLE event_counts (run VARCHAR, event VARCHAR, level VARCHAR, n BIGINT)"
+            "CREATE TABLE event_counts AS SELECT r.run, l.event, l.level, l.good AS n "
+            "FROM _lines AS l JOIN runs AS r USING (_file) WHERE l.good > 0"
         )
-        if counts:
-            self.con.executemany(
-                "INSERT INTO event_counts VALUES (?, ?, ?, ?)",
-                [(run_of[path], event, level, n) for path, event, level, n in counts],
-            )
+        self.con.execute("DROP TABLE _lines")
 
     def _create_runs_table(
         self, rows: Mapping[str, int], end: Mapping[str, int], debug: set[str]
@@ -526,6 +720,7 @@ class LogDB:
             "run": "VARCHAR",
             "status": "VARCHAR",
             "log": "VARCHAR",
+            "source": "VARCHAR",
             "lines": "BIGINT",
             "cut_line": "BIGINT",
             "seed": "BIGINT",
@@ -545,16 +740,17 @@ class LogDB:
             + ", ".join(f"{quote_name(name)} {kind}" for name, kind in columns.items())
             + ")"
         )
-        first_row = 1
+        first_row = 1  # of each log in the scratch copy, where logs read as JSON follow in turn
         values = []
         for source, setting in zip(self.sources, settings, strict=True):
-            path = str(source.path)
+            path = self._file(source)
             seed = source.header.get("seed")
             values.append(
                 (
                     source.run,
                     source.status,
-                    path,
+                    str(source.path),
+                    "json" if source.copy is None else "parquet",
                     source.lines,
                     source.cut_line,
                     seed if type(seed) is int else None,
@@ -562,7 +758,7 @@ class LogDB:
                     end.get(path, 0),
                     path in debug,
                     path,
-                    first_row,
+                    first_row if source.copy is None else None,
                     *(
                         _sql_value(setting.get(key), factor_types[key])
                         for key in columns
@@ -570,21 +766,44 @@ class LogDB:
                     ),
                 )
             )
-            first_row += rows.get(path, 0)
-        marks = ", ".join("?" for _ in columns)
-        self.con.executemany(f"INSERT INTO runs VALUES ({marks})", values)
+            if source.copy is None:
+                first_row += rows.get(path, 0)
+        insert_rows(self.con, "runs", values)
 
     def _create_views(self) -> None:
-        fields = [quote_name(name) for name in self._columns if name not in COMMON]
-        self.con.execute(
-            "CREATE VIEW events AS SELECT r.run, e._row - r._first_row + 1 AS line, "
-            "e.t, e.actor, e.level, e.event"
-            + "".join(f", e.{name}" for name in fields)
-            + " FROM (SELECT row_number() OVER () AS _row, *"
-            + f" FROM {self._read_json(self._columns)})"
-            " AS e JOIN runs AS r ON e.filename = r._file"
-            " WHERE e.t IS NOT NULL AND e.actor IS NOT NULL AND e.level IS NOT NULL"
-            " AND e.event IS NOT NULL"
+        """``events``: the scratch copy's readable rows, then those of each group of copies
+        that share their columns (a sweep's, mostly one group)."""
+        scans = []
+        if self._scratch is not None:
+            scans.append(
+                self._events_from(
+                    f"read_parquet({self._scratch_file()})",
+                    self._scratch_columns,
+                    "p._row - r._first_row + 1",
+                )
+                + f" WHERE {_readable('p.')}"
+            )
+        groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+        for copy, columns in self._copies.items():
+            groups.setdefault(tuple(columns.items()), []).append(copy)
+        for shared, copies in groups.items():
+            scans.append(
+                self._events_from(
+                    f"read_parquet({_files(copies)}, filename = '_file')", dict(shared), "p.line"
+                )
+            )
+        self.con.execute("CREATE VIEW events AS " + " UNION ALL ".join(scans))
+
+    def _events_from(self, scan: str, stored: Mapping[str, str], line: str) -> str:
+        fields = [
+            _as_declared(name, kind, stored.get(name))
+            for name, kind in self._columns.items()
+            if name not in COMMON
+        ]
+        return (
+            f"SELECT r.run, {line} AS line, p.t, p.actor, p.level, p.event"
+            + "".join(f", {field}" for field in fields)
+            + f" FROM {scan} AS p JOIN runs AS r ON p._file = r._file"
         )
 
     def _note_run_status(self) -> None:
@@ -600,6 +819,11 @@ class LogDB:
                 self.warnings.append(
                     f"run {source.run}: no summary.json or error.json: the run did not finish "
                     "(still running, or killed); its log is analysed as far as it goes"
+                )
+            if source.copy_note:
+                self.warnings.append(
+                    f"run {source.run}: read from its JSON lines (slower than from a Parquet "
+                    f"copy): {source.copy_note}"
                 )
             if source.lines - (source.cut_line is not None) <= 1:
                 self.warnings.append(f"{source.path}: the log has no events after its header")
@@ -694,6 +918,8 @@ class LogDB:
 
     def close(self) -> None:
         self.con.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
     def __enter__(self) -> LogDB:
         return self
@@ -728,15 +954,27 @@ def open_logs(
     reports: Iterable[Report] = (),
     expected_schema: int = LOG_SCHEMA_VERSION,
     implied: Implied | None = None,
+    from_copy: bool = True,
+    threads: int | None = None,
 ) -> LogDB:
     """Open runs, logs or sweep directories as one ``LogDB``.
 
     Raises a ``LogError`` (naming the file, and the line where one is to blame) for an empty
     log, another schema version, a corrupt line, or a path that holds no run. A last line cut
     off mid-write is not an error: the log is read up to it and ``LogDB.warnings`` says so.
+    A log is read from its Parquet copy where that is fresh (``from_copy``); the warnings say
+    why a run's JSON lines are read instead.
     """
     many = [paths] if isinstance(paths, Path | str) else list(paths)
     if not many:
         raise ValueError("open_logs needs at least one path")
     sources, root = find_logs(many, expected_schema)
-    return LogDB(sources, fields=fields, reports=reports, root=root, implied=implied)
+    return LogDB(
+        sources,
+        fields=fields,
+        reports=reports,
+        root=root,
+        implied=implied,
+        from_copy=from_copy,
+        threads=threads,
+    )

@@ -22,6 +22,7 @@ from ..errors import ActorCrashed, DeadlockError, PagehintError
 from ..log import RunLog
 from ..system import ActorSystem, run_simulation
 from .config import ConfigError, config_hash, to_toml
+from .logdb import COPY_NAME, LOG_NAME, write_copy
 
 MODEL_ENTRY_POINT_GROUP = "pagehint.models"
 
@@ -159,24 +160,33 @@ Progress = Callable[[str, int], None]  # (which run: "run" or "baseline", virtua
 
 
 def execute(
-    model: Model, config: Any, out_dir: Path, progress: Progress | None = None
+    model: Model,
+    config: Any,
+    out_dir: Path,
+    progress: Progress | None = None,
+    *,
+    log_copy: bool = True,
 ) -> tuple[int, dict[str, Any]]:
-    """Run ``config`` into ``out_dir``: config.toml, log.jsonl, then summary.json last.
+    """Run ``config`` into ``out_dir``: config.toml, log.jsonl, log.parquet (its copy, for
+    analysis), then summary.json last.
 
     Returns the exit code (0 success, 1 the run failed) and the summary or error record.
     A failed run leaves ``error.json`` and no ``summary.json``: nothing half-written looks
-    complete. A run the machine cannot hold is refused before anything is written.
+    complete. A run the machine cannot hold is refused before anything is written. Without
+    ``log_copy`` the log's Parquet copy is left to whoever writes the real run directory (the
+    client of a Dask worker).
     """
     check_fits(model, config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("summary.json", "error.json"):
+    for stale in ("summary.json", "error.json", COPY_NAME):
         (out_dir / stale).unlink(missing_ok=True)
     resolved = to_toml(model.unstructure(config))
     (out_dir / "config.toml").write_text(resolved, encoding="utf-8")
     seed = model.seed(config)
     started = time.perf_counter()
     baseline_config = model.baseline(config)
-    with (out_dir / "log.jsonl").open("wb") as log_file:
+    failure: dict[str, Any] | None = None
+    with (out_dir / LOG_NAME).open("wb") as log_file:
         log = RunLog(log_file, level=model.log_level(config))
         log.write_header(
             seed=seed,
@@ -192,13 +202,16 @@ def execute(
                 )
                 model.fold_baseline(summary, baseline)
         except (ActorCrashed, DeadlockError, RunFailed) as error:
-            record: dict[str, Any] = {"status": "failed", "error": str(error)}
+            failure = {"status": "failed", "error": str(error)}
             if isinstance(error, RunFailed):
-                record["summary"] = error.summary
+                failure["summary"] = error.summary
             log.logger("runtime").error("run_failed", error=str(error))
-            log_file.flush()
-            _write_json_atomically(out_dir / "error.json", record)
-            return 1, record
-    summary = {"status": "ok", **summary, "wall_s": round(time.perf_counter() - started, 3)}
+    wall_s = round(time.perf_counter() - started, 3)  # the run's, without its log's copy
+    if log_copy:
+        write_copy(out_dir / LOG_NAME)
+    if failure is not None:
+        _write_json_atomically(out_dir / "error.json", failure)
+        return 1, failure
+    summary = {"status": "ok", **summary, "wall_s": wall_s}
     _write_json_atomically(out_dir / "summary.json", summary)
     return 0, summary

@@ -9,7 +9,8 @@ mix of two runs, and never written by two commands at once.
   held (``exclusive``, an advisory ``flock``) while the command writes it: a second command
   into it exits 2 naming the first one's pid.
 - ``run_files`` / ``store_run_files``: a run directory's files as bytes, so that a Dask worker
-  on another machine hands them to the client, which writes them where the user asked.
+  on another machine hands them to the client, which writes them where the user asked, and
+  makes the log's Parquet copy there itself (a copy records the log file it was made from).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import ConfigError
+from .logdb import COPY_NAME, LOG_NAME, write_copy
 
 LOCK_NAME = ".pagehint.lock"
-RESULT_FILE_ORDER = ("config.toml", "log.jsonl", "error.json", "summary.json")  # summary last
+# What a run directory holds, in the order it is written: summary.json last.
+RESULT_FILE_ORDER = ("config.toml", LOG_NAME, COPY_NAME, "error.json", "summary.json")
 
 
 def output_directory(path: Path, option: str = "--out") -> Path:
@@ -120,20 +123,27 @@ def exclusive(directory: Path) -> Iterator[None]:
 
 
 def run_files(run_dir: Path) -> dict[str, bytes]:
-    """The result files of a run directory, to hand to whoever writes the real one."""
+    """The result files of a run directory, to hand to whoever writes the real one (who makes
+    the log's Parquet copy from the log it writes)."""
     return {
         name: (run_dir / name).read_bytes()
         for name in RESULT_FILE_ORDER
-        if (run_dir / name).is_file()
+        if name != COPY_NAME and (run_dir / name).is_file()
     }
 
 
 def store_run_files(run_dir: Path, files: Mapping[str, bytes]) -> None:
-    """Write a run's files into ``run_dir``, ``summary.json`` last: a directory cut short
-    while being written is one without a summary, as an interrupted run's is."""
+    """Write a run's files into ``run_dir``, and the Parquet copy of a finished run's log,
+    ``summary.json`` last: a directory cut short while being written is one without a
+    summary, as an interrupted run's is."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / COPY_NAME).unlink(missing_ok=True)
+    finished = "summary.json" in files or "error.json" in files
     for name in RESULT_FILE_ORDER:
-        if name in files:
+        if name == COPY_NAME:
+            if finished and LOG_NAME in files:
+                write_copy(run_dir / LOG_NAME)
+        elif name in files:
             partial = run_dir / f"{name}.partial"
             partial.write_bytes(files[name])
             os.replace(partial, run_dir / name)

@@ -207,7 +207,8 @@ def run_spec(model_name: str, spec: RunSpec, run_dir: str | None) -> dict[str, A
     """Run one spec in whatever process the executor chose; never raises for a failed run.
 
     ``run_dir`` None: the run is written to a scratch directory and its files come back in
-    the row (``files``) for the client to write: a Dask worker shares no filesystem with it.
+    the row (``files``) for the client to write, with its log's Parquet copy: a Dask worker
+    shares no filesystem with it.
     """
     with tempfile.TemporaryDirectory(prefix="pagehint-run-") as scratch:
         where = Path(run_dir) if run_dir is not None else Path(scratch)
@@ -215,7 +216,7 @@ def run_spec(model_name: str, spec: RunSpec, run_dir: str | None) -> dict[str, A
             model = load_model(model_name)
             with notices_shown_as(None):  # the client showed them when it validated the sweep
                 config = load_config(model, dict(spec.document), spec.source, spec.origins)
-            code, result = execute(model, config, where)
+            code, result = execute(model, config, where, log_copy=run_dir is not None)
         except Exception as error:  # a failed run is a row, not the end of the sweep
             row = _failed(spec, error)
         else:
