@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 _SUB_BUCKET_BITS = 4
 _SUB_BUCKETS = 1 << _SUB_BUCKET_BITS
+_FOLD_AT = 1024  # distinct values a histogram holds exactly before it buckets them
 
 
 def bucket_of(value: int) -> int:
@@ -51,45 +52,87 @@ class Counter:
 
 
 class Histogram:
-    """Distribution of integer samples (typically ns or pages)."""
+    """Distribution of integer samples (typically ns or pages).
 
-    __slots__ = ("buckets", "count", "max", "min", "total")
+    Recording only counts the exact value (a dict increment: it runs three times per zone
+    request); values are folded into the fixed buckets, with the count, total, min and max,
+    when any of those is read or once ``_FOLD_AT`` distinct values are pending. The result is
+    the same as bucketing each sample as it comes.
+    """
+
+    __slots__ = ("_buckets", "_count", "_max", "_min", "_pending", "_total")
 
     def __init__(self) -> None:
-        self.buckets: dict[int, int] = {}
-        self.count = 0
-        self.total = 0
-        self.min = 0
-        self.max = 0
+        self._buckets: dict[int, int] = {}
+        self._count = 0
+        self._total = 0
+        self._min = 0
+        self._max = 0
+        self._pending: dict[int, int] = {}
 
     def record(self, value: int) -> None:
-        count = self.count
-        if count == 0 or value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
-        self.count = count + 1
-        self.total += value
-        if value < _SUB_BUCKETS:  # bucket_of, inlined: this runs for every zone request
-            index = value if value > 0 else 0
+        pending = self._pending
+        seen = pending.get(value)
+        if seen is None:
+            pending[value] = 1
+            if len(pending) > _FOLD_AT:
+                self._fold()
         else:
-            exponent = value.bit_length() - 1
-            mantissa = (value >> (exponent - _SUB_BUCKET_BITS)) & (_SUB_BUCKETS - 1)
-            index = (exponent - _SUB_BUCKET_BITS + 1) * _SUB_BUCKETS + mantissa
-        buckets = self.buckets
-        buckets[index] = buckets.get(index, 0) + 1
+            pending[value] = seen + 1
+
+    def _fold(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        buckets = self._buckets
+        for value, times in pending.items():
+            if self._count == 0 or value < self._min:
+                self._min = value
+            if value > self._max:
+                self._max = value
+            self._count += times
+            self._total += value * times
+            index = bucket_of(value)
+            buckets[index] = buckets.get(index, 0) + times
+        pending.clear()
+
+    @property
+    def buckets(self) -> dict[int, int]:
+        self._fold()
+        return self._buckets
+
+    @property
+    def count(self) -> int:
+        self._fold()
+        return self._count
+
+    @property
+    def total(self) -> int:
+        self._fold()
+        return self._total
+
+    @property
+    def min(self) -> int:
+        self._fold()
+        return self._min
+
+    @property
+    def max(self) -> int:
+        self._fold()
+        return self._max
 
     def merge(self, other: Histogram) -> None:
         """Add another histogram's samples to this one (same fixed buckets, so exact)."""
         if not other.count:
             return
-        if self.count == 0 or other.min < self.min:
-            self.min = other.min
-        self.max = max(self.max, other.max)
-        self.count += other.count
-        self.total += other.total
+        self._fold()
+        if self._count == 0 or other.min < self._min:
+            self._min = other.min
+        self._max = max(self._max, other.max)
+        self._count += other.count
+        self._total += other.total
         for index, count in other.buckets.items():
-            self.buckets[index] = self.buckets.get(index, 0) + count
+            self._buckets[index] = self._buckets.get(index, 0) + count
 
     def quantile(self, q: float) -> int:
         """The value below which a fraction ``q`` of samples fall (bucket midpoint, clamped)."""

@@ -7,7 +7,7 @@ import io
 import attrs
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pagehint.runtime import LOG_SCHEMA_VERSION, Histogram, Metrics, RunLog, TimeSeries
@@ -97,3 +97,29 @@ def test_metrics_registry_refuses_a_name_of_another_kind() -> None:
     with pytest.raises(TypeError, match="is a Counter"):
         metrics.histogram("zone.requests")
     assert metrics.summary() == {"zone.requests": 3}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.integers(min_value=-5, max_value=1 << 40), max_size=3000),
+    merged=st.lists(st.integers(min_value=0, max_value=5000), max_size=50),
+)
+def test_a_histogram_that_folds_late_equals_one_bucketed_at_once(
+    values: list[int], merged: list[int]
+) -> None:
+    """Recording counts exact values and buckets them later (past 1024 distinct values, or
+    when read): every figure is what bucketing each sample at once gives."""
+    histogram, other = Histogram(), Histogram()
+    for value in values:
+        histogram.record(value)
+    for value in merged:
+        other.record(value)
+    histogram.merge(other)
+    everything = values + merged
+    buckets: dict[int, int] = {}
+    for value in everything:
+        buckets[bucket_of(value)] = buckets.get(bucket_of(value), 0) + 1
+    assert histogram.buckets == buckets
+    assert histogram.count == len(everything) and histogram.total == sum(everything)
+    if everything:
+        assert (histogram.min, histogram.max) == (min(everything), max(0, max(everything)))
