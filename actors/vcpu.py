@@ -147,14 +147,20 @@ class VCpu(Actor):
         """Spend ``duration_ns`` of ``kind`` (an index of ``cputime.KINDS``), after the rest of
         any zone-lock hold and what other actors charged this vCPU meanwhile."""
         clock, cpu = self.clock, self.cpu
+        if kind != IDLE:
+            await clock.sleep_until_ns(self._busy_until(duration_ns, kind))
+            return
         now = clock.now_ns()
         hold = self._lock_release_ns - now
-        if kind == IDLE:
-            held = ((self._hold_kind, hold),) if hold > 0 else ()
-            await clock.sleep_until_ns(cpu.plan_idle(now, held, duration_ns))
-            cpu.woke()
-        else:
-            await clock.sleep_until_ns(cpu.busy(now, self._hold_kind, hold, kind, duration_ns))
+        held = ((self._hold_kind, hold),) if hold > 0 else ()
+        await clock.sleep_until_ns(cpu.plan_idle(now, held, duration_ns))
+        cpu.woke()
+
+    def _busy_until(self, duration_ns: int, kind: int) -> int:
+        """When a busy ``_spend`` ends, its time recorded: the faults' and unmaps' loops sleep
+        until it themselves, one coroutine level fewer on the path every fault takes."""
+        now = self.clock.now_ns()
+        return self.cpu.busy(now, self._hold_kind, self._lock_release_ns - now, kind, duration_ns)
 
     async def _think(self, duration_ns: int, idle: bool) -> None:
         """Compute (or, ``idle``, halt) for ``duration_ns``; vmstat's work runs when it falls
@@ -185,15 +191,28 @@ class VCpu(Actor):
         return allocator.free_pages < allocator.watermarks.high
 
     async def _zone_alloc(self, order: int, count: int, kind: int) -> tuple[int, ...]:
-        since = await self._take_zone_lock()
+        since = self._zone_lock_at_once()
+        if since is None:
+            since = await self._take_zone_lock()
         pfns, self._lock_release_ns = self.zone.alloc_held(self.name, order, count, since)
         self._took_zone_lock(since, kind)
         return pfns
 
     async def _zone_free(self, order: int, pfns: list[int], kind: int) -> None:
-        since = await self._take_zone_lock()
+        since = self._zone_lock_at_once()
+        if since is None:
+            since = await self._take_zone_lock()
         self._lock_release_ns = self.zone.free_held(self.name, order, pfns, since)
         self._took_zone_lock(since, kind)
+
+    def _zone_lock_at_once(self) -> int | None:
+        """The zone lock taken now, without a coroutine, when this vCPU's own hold is over and
+        the lock is free (most requests): the time; else None, and ``_take_zone_lock``."""
+        now = self.clock.now_ns()
+        if self._lock_release_ns <= now and self.zone.lock.try_acquire():
+            self.cpu.waiting_since = now
+            return now
+        return None
 
     async def _take_zone_lock(self) -> int:
         """Queue for the zone lock (after the rest of any hold of this vCPU's own: a CPU cannot
@@ -357,7 +376,7 @@ class VCpu(Actor):
             touched = backing.touch(got[0], block_pages)
             host_ns = self._host_faults(*touched) if touched != UNTOUCHED else 0
             counters.faults += block_pages
-            await self._spend(per_block + host_ns, FAULT)
+            await self.clock.sleep_until_ns(self._busy_until(per_block + host_ns, FAULT))
 
     async def _fall_back(self, op: Map, pages: int) -> bool:
         """A THP fault that got no huge page is served with ``pages`` 4 KiB pages, as
@@ -402,7 +421,7 @@ class VCpu(Actor):
                 await self._give_back(pcp.free(order, [pfn], self._zone_below_high()), WORK)
             else:
                 await self._zone_free(order, [pfn], WORK)
-            await self._spend(cost, WORK)
+            await self.clock.sleep_until_ns(self._busy_until(cost, WORK))
 
     async def _free_small_pages(self, pfns: list[int]) -> None:
         """Free to the per-CPU list a batch at a time, with the drains the frees bring."""
