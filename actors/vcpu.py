@@ -114,8 +114,11 @@ class VCpu(Actor):
         while True:
             if self.work_start_ns is None and (type(op) is not Think or not op.idle):
                 self.work_start_ns = self.clock.now_ns()
-            if type(op) is Map:
-                await self._map(op)
+            if type(op) is Map:  # faults sleep straight from here: no level between
+                if op.order == 0:
+                    await self._fault_small_pages(op, self._region(op))
+                else:
+                    await self._fault_large_blocks(op, self._region(op))
             elif type(op) is Unmap:
                 await self._unmap(op.region)
             elif type(op) is Think:
@@ -235,14 +238,12 @@ class VCpu(Actor):
         cpu.waiting_since, self._hold_kind = None, kind
 
     # -- operations ----------------------------------------------------------------------
-    async def _map(self, op: Map) -> None:
+    def _region(self, op: Map) -> list[int]:
+        """The blocks mapped in ``op``'s region so far (a new region: none)."""
         order, mapped = self.regions.setdefault(op.region, (op.order, []))
         if order != op.order:
             raise ValueError(f"region {op.region} holds order-{order} blocks, not order {op.order}")
-        if op.order == 0:
-            await self._fault_small_pages(op, mapped)
-        else:
-            await self._fault_large_blocks(op, mapped)
+        return mapped
 
     async def _refill(self, order: int, fault: Map | None = None) -> bool:
         """Refill the empty list of ``order`` from the zone. For order 0, when the zone has
