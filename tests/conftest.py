@@ -72,6 +72,23 @@ def run_cli(config: str | Path, out: Path, *overrides: str) -> Path:
     return out
 
 
+def write_sweep(directory: Path, body: str, name: str = "sweep.toml") -> Path:
+    """A sweep file over configs/churn.toml with ``body`` (its seed, tables, factors)."""
+    path = directory / name
+    path.write_text(f'base = "{CONFIGS / "churn.toml"}"\n{body}')
+    return path
+
+
+def run_sweep(directory: Path, text: str, workers: int = 1) -> Path:
+    """``pagehint sweep`` of a sweep file with ``text`` into DIRECTORY/out, which must
+    succeed; the sweep directory."""
+    (directory / "sweep.toml").write_text(text)
+    out = directory / "out"
+    argv = ["sweep", str(directory / "sweep.toml"), "--workers", str(workers), "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
 class ModelCommand(Protocol):
     """A module registered under ``pagehint.commands`` (``analyze``, ``check``)."""
 

@@ -24,7 +24,7 @@ from pagehint.runtime.harness.logdb import LogDB, copy_path
 from pagehint.runtime.harness.model import RunFailed
 from pagehint.runtime.harness.sweep import Executor, execute_all, expand, load_sweep
 
-from conftest import CONFIGS, run_command
+from conftest import CONFIGS, run_command, run_sweep
 
 # Four debug-level runs of 60 ms: two designs that hint at once, two seeds each.
 SWEEP = f"""
@@ -47,11 +47,7 @@ replicates = 2
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sweep")
-    (root / "sweep.toml").write_text(SWEEP)
-    out = root / "out"
-    assert main(["sweep", str(root / "sweep.toml"), "--workers", "1", "--out", str(out)]) == 0
-    return out
+    return run_sweep(tmp_path_factory.mktemp("sweep"), SWEEP)
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,9 @@ import orjson
 import pytest
 
 from pagehint.actors.analysis import open_run
-from pagehint.runtime.harness.cli import main
 from pagehint.runtime.harness.logdb import LogDB
 
-from conftest import CONFIGS, run_cli
+from conftest import CONFIGS, run_cli, run_sweep
 
 pytest.importorskip("matplotlib")
 
@@ -60,11 +59,7 @@ EXTRA_ENTRIES = 4
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sweep32")
-    (root / "sweep.toml").write_text(SWEEP)
-    out = root / "out"
-    assert main(["sweep", str(root / "sweep.toml"), "--workers", "2", "--out", str(out)]) == 0
-    return out
+    return run_sweep(tmp_path_factory.mktemp("sweep32"), SWEEP, workers=2)
 
 
 @pytest.fixture(scope="module")

@@ -24,20 +24,17 @@ from pagehint.runtime.harness.cli import main, run_progress
 from pagehint.runtime.harness.model import execute, load_model
 from pagehint.runtime.harness.rundirs import exclusive
 
-from conftest import CONFIGS
+from conftest import write_sweep
 
 FAST = ["--set", "run.duration=5ms", "--set", "run.baseline=false", "--set", "guest.memory=1GiB"]
 GUEST = load_model("guest")
 GRID = '[grid]\n"guest.vcpus" = [1, 2]\n"policy.name" = ["none", "bitmap"]\n'
 
 
-def write_sweep(directory: Path, body: str = GRID, duration: str = "5ms") -> Path:
-    path = directory / "sweep.toml"
-    path.write_text(
-        f'base = "{CONFIGS / "churn.toml"}"\nseed = 7\n[set]\n"run.duration" = "{duration}"\n'
-        f'"run.baseline" = false\n"guest.memory" = "256MiB"\n{body}'
-    )
-    return path
+def short_sweep(directory: Path, body: str = GRID) -> Path:
+    """A sweep of short churn runs, ``body`` its factors."""
+    common = '[set]\n"run.duration" = "5ms"\n"run.baseline" = false\n"guest.memory" = "256MiB"\n'
+    return write_sweep(directory, f"seed = 7\n{common}{body}")
 
 
 def index_rows(out: Path) -> list[dict[str, object]]:
@@ -83,7 +80,7 @@ def test_dask_runs_land_where_the_client_asked(
 ) -> None:
     client_cwd = tmp_path / "client-cwd"
     client_cwd.mkdir()
-    sweep = write_sweep(tmp_path)
+    sweep = short_sweep(tmp_path)
     monkeypatch.chdir(client_cwd)
     assert main(["sweep", str(sweep), "--scheduler", remote_worker, "--out", "relative"]) == 0
     rows = index_rows(client_cwd / "relative")
@@ -98,7 +95,7 @@ def test_dask_runs_land_where_the_client_asked(
 def test_a_malformed_scheduler_address_is_bad_input(
     capsys: pytest.CaptureFixture[str], address: str, tmp_path: Path
 ) -> None:
-    argv = ["sweep", str(write_sweep(tmp_path)), "--scheduler", address, "--out", str(tmp_path)]
+    argv = ["sweep", str(short_sweep(tmp_path)), "--scheduler", address, "--out", str(tmp_path)]
     assert exit_code(argv) == 2
     err = capsys.readouterr().err
     assert f"--scheduler: {address}:" in err and "Traceback" not in err
@@ -125,7 +122,7 @@ def test_a_listener_that_is_not_a_scheduler_is_an_error_within_10_s(
     threading.Thread(target=answer, daemon=True).start()
     address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
     started = time.monotonic()
-    argv = ["sweep", str(write_sweep(tmp_path)), "--scheduler", address, "--out", str(tmp_path)]
+    argv = ["sweep", str(short_sweep(tmp_path)), "--scheduler", address, "--out", str(tmp_path)]
     try:
         assert exit_code(argv) == 2
     finally:
@@ -139,7 +136,7 @@ def test_a_scheduler_without_workers_is_an_error_after_the_stated_timeout(
 ) -> None:
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=0, dashboard_address=None) as cluster:
-        argv = ["sweep", str(write_sweep(tmp_path)), "--scheduler", cluster.scheduler_address]
+        argv = ["sweep", str(short_sweep(tmp_path)), "--scheduler", cluster.scheduler_address]
         assert exit_code([*argv, "--worker-timeout", "1", "--out", str(tmp_path / "o")]) == 2
     assert "the scheduler has no workers (waited 1 s; --worker-timeout)" in capsys.readouterr().err
 
@@ -153,7 +150,7 @@ def test_a_second_sweep_into_a_busy_directory_exits_2_naming_the_first(
     out = tmp_path / "out"
     out.mkdir()
     with exclusive(out):  # what the first sweep holds while it runs
-        argv = ["sweep", str(write_sweep(tmp_path)), "--workers", "1", "--out", str(out)]
+        argv = ["sweep", str(short_sweep(tmp_path)), "--workers", "1", "--out", str(out)]
         assert exit_code(argv) == 2
     assert f"is being written by another pagehint (pid {os.getpid()})" in capsys.readouterr().err
     assert not (out / "index.jsonl").exists()
@@ -206,7 +203,7 @@ def test_analyze_reads_only_the_runs_its_index_lists_and_a_resume_says_what_it_r
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "sweep"
-    argv = ["sweep", str(write_sweep(tmp_path)), "--workers", "1", "--out", str(out)]
+    argv = ["sweep", str(short_sweep(tmp_path)), "--workers", "1", "--out", str(out)]
     assert main(argv) == 0
     assert main(argv) == 0
     assert f"reused 4 finished run(s) of 4 in {out}" in capsys.readouterr().err
@@ -243,7 +240,7 @@ def alive(pid: int) -> bool:
 def test_sigterm_ends_the_workers_and_leaves_an_index_that_agrees_with_the_runs(
     tmp_path: Path,
 ) -> None:
-    sweep = write_sweep(tmp_path, '[zip]\n"run.duration" = ["5ms", "60s", "60s"]\n')
+    sweep = short_sweep(tmp_path, '[zip]\n"run.duration" = ["5ms", "60s", "60s"]\n')
     out = tmp_path / "out"
     command = [sys.executable, "-m", "pagehint.runtime.harness.cli", "sweep", str(sweep)]
     process = subprocess.Popen(

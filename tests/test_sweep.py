@@ -17,15 +17,9 @@ from pagehint.runtime.harness.config import load_toml
 from pagehint.runtime.harness.model import RunFailed
 from pagehint.runtime.harness.sweep import Executor, execute_all, expand, load_sweep
 
-from conftest import CONFIGS
+from conftest import CONFIGS, write_sweep
 
 FAST = {"run.duration": "5ms", "run.baseline": "false", "guest.memory": "256MiB"}
-
-
-def write_sweep(tmp_path: Path, body: str, name: str = "sweep.toml") -> Path:
-    path = tmp_path / name
-    path.write_text(f'base = "{CONFIGS / "churn.toml"}"\n{body}')
-    return path
 
 
 GRID = """

@@ -155,26 +155,26 @@ def _load(model: Model, args: argparse.Namespace) -> tuple[Any, str]:
     return config, source
 
 
-def _seed(text: str) -> int:
-    """``--seed``: a seed a run can log, 0..2^64-1."""
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= seed <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be within 0..2^64-1, got {text}")
-    return seed
+def _bounded_integer(
+    what: str, low: int, high: int | None = None, *, bounds: str
+) -> Callable[[str], int]:
+    """An argparse type: an integer within ``low..high``, else a message saying ``what`` is
+    expected or the ``bounds`` it must keep."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+
+    return parse
 
 
-def _workers(text: str) -> int:
-    """``--workers``: at least one process."""
-    try:
-        workers = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
-    if workers < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {workers}")
-    return workers
+_seed = _bounded_integer("an integer", 0, MAX_SEED, bounds="within 0..2^64-1")  # what a log holds
+_workers = _bounded_integer("a number of processes", 1, bounds="at least 1")
 
 
 SET_RESULTS = ("index.jsonl", RUNS)  # a comparison's or sweep's
