@@ -198,7 +198,7 @@ class VCpu(Actor):
         if since is None:
             since = await self._take_zone_lock()
         pfns, self._lock_release_ns = self.zone.alloc_held(self.name, order, count, since)
-        self._took_zone_lock(since, kind)
+        self._hold_kind = kind  # the hold is spent, as ``kind``, by the next sleep
         return pfns
 
     async def _zone_free(self, order: int, pfns: list[int], kind: int) -> None:
@@ -206,36 +206,32 @@ class VCpu(Actor):
         if since is None:
             since = await self._take_zone_lock()
         self._lock_release_ns = self.zone.free_held(self.name, order, pfns, since)
-        self._took_zone_lock(since, kind)
+        self._hold_kind = kind
 
     def _zone_lock_at_once(self) -> int | None:
         """The zone lock taken now, without a coroutine, when this vCPU's own hold is over and
-        the lock is free (most requests): the time; else None, and ``_take_zone_lock``."""
+        the lock is free (most requests): the time, and no wait to count; else None, and
+        ``_take_zone_lock``."""
         now = self.clock.now_ns()
         if self._lock_release_ns <= now and self.zone.lock.try_acquire():
-            self.cpu.waiting_since = now
             return now
         return None
 
     async def _take_zone_lock(self) -> int:
         """Queue for the zone lock (after the rest of any hold of this vCPU's own: a CPU cannot
-        queue for a lock it holds); return when the spin for it began. The request is then
-        made under it (``Zone.alloc_held``, ``free_held``), as a CPU does the allocator's work
-        itself."""
-        clock = self.clock
+        queue for a lock it holds); return when the spin for it began, counted as lock wait.
+        The request is then made under it (``Zone.alloc_held``, ``free_held``), as a CPU does
+        the allocator's work itself."""
+        clock, cpu = self.clock, self.cpu
         if self._lock_release_ns > clock.now_ns():
             await self._spend(0, self._hold_kind)
-        self.cpu.waiting_since = since = clock.now_ns()  # spinning for the lock from now
+        cpu.waiting_since = since = clock.now_ns()  # spinning for the lock from now
         lock = self.zone.lock
         if not lock.try_acquire():
             await lock.acquire()
+        cpu.totals[LOCK_WAIT] += clock.now_ns() - since
+        cpu.waiting_since = None
         return since
-
-    def _took_zone_lock(self, since: int, kind: int) -> None:
-        """The spin counts as lock wait; the hold, spent by the next ``_spend``, as ``kind``."""
-        cpu = self.cpu
-        cpu.totals[LOCK_WAIT] += self.clock.now_ns() - since
-        cpu.waiting_since, self._hold_kind = None, kind
 
     # -- operations ----------------------------------------------------------------------
     def _region(self, op: Map) -> list[int]:

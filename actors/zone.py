@@ -80,13 +80,13 @@ class Zone(Actor):
         self._free_hooks: list[FreeHook] = []
         self._serving: str | None = None  # who the change being made under the lock is for
         self._answering: trio.Nursery  # where sent requests wait for the lock (set by run)
-        allocator.on_free = self._notify_free
 
     # -- hooks for hinting ---------------------------------------------------------------
     def add_free_hook(self, hook: FreeHook) -> None:
         """Call ``hook(pfn, order, requester)`` for each block freed (after merging), under
         the lock; ``requester`` is who freed it (the CPU, for per-CPU designs)."""
         self._free_hooks.append(hook)
+        self.allocator.on_free = self._notify_free  # none until a hook: a call per free saved
 
     def _notify_free(self, pfn: int, order: int) -> None:
         requester = "boot" if self._serving is None else self._serving

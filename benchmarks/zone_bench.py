@@ -22,7 +22,13 @@ What is measured, per run of each model:
   ``simpy_ratio_cpu``, the same per second of this process's CPU time: on a machine busy with
   other work, wall time includes time the process waited for a core, CPU time does not;
 * the cross-check: mean zone-lock wait (request to acquisition) and faults per second per vCPU
-  of ours against SimPy's, as relative errors ``|ours - simpy| / simpy`` (target <= 5%).
+  of ours against SimPy's, as relative errors ``|ours - simpy| / simpy`` (target <= 5%);
+* the engine's floor: bare trio, under our clock and deterministic scheduling, taking as many
+  timer wake-ups as our run over as many tasks, with no model (``run_trio_floor``). Each
+  wake-up is one trio scheduler pass (a task stepped), which costs a few microseconds whatever
+  the task does; a SimPy event costs well under one. ``trio_floor_share`` is that floor over
+  our run's wall time, ``trio_floor_vs_simpy`` over SimPy's: the part of the ratio that no
+  trimming of the model can win back while vCPUs are trio tasks.
 
 Why ratios: the machines these run on are shared and noisy, so absolute speeds drift by tens of
 percent between runs. Each repeat runs ours and SimPy back to back in one process (rotating
@@ -76,7 +82,8 @@ from pagehint.actors.scenario.effective import pcp_sizes
 from pagehint.actors.scenario.outcomes import summarise
 from pagehint.actors.scenario.schema import HOST_BACKINGS, PageFault1, Scenario
 from pagehint.protocol.units import format_duration, pages, parse_duration
-from pagehint.runtime import ActorSystem, run_simulation
+from pagehint.runtime import ActorSystem, deterministic_scheduling, run_simulation
+from pagehint.runtime.clock import VirtualClock
 
 SEED = 20240611
 VCPUS = 16
@@ -180,6 +187,7 @@ class RunResult:
     faults_per_s_per_vcpu: float
     lock_wait_mean_ns: float
     lock_requests: int
+    wakeups: int = 0  # timer wake-ups of our clock: about one scheduler pass each (ours only)
 
     @property
     def page_ops(self) -> int:
@@ -240,9 +248,32 @@ def run_ours(scenario: Scenario, seed: int, *, check: bool) -> RunResult:
             faults_per_s_per_vcpu=summary["workload"]["faults_per_s_per_vcpu"],
             lock_wait_mean_ns=summary["zone"]["lock_wait_ns"]["mean"],
             lock_requests=summary["zone"]["requests"],
+            wakeups=clock.wakeups,
         )
 
-    return run_simulation(main, seed=seed, log=None)
+    clock = VirtualClock()
+    return run_simulation(main, seed=seed, log=None, clock=clock)
+
+
+def run_trio_floor(wakeups: int, tasks: int, seed: int) -> float:
+    """Wall seconds of bare trio taking ``wakeups`` timer wake-ups over ``tasks`` tasks that do
+    nothing but sleep, under our clock and deterministic scheduling as a run is: what the
+    scheduler passes of one of our runs cost with no model at all (one wake-up per pass)."""
+    clock = VirtualClock()
+
+    async def sleeper(offset: int) -> None:
+        for _ in range(wakeups // tasks):
+            await clock.sleep_until_ns(clock.now_ns() + 1000 + offset)  # distinct times
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for offset in range(tasks):
+                nursery.start_soon(sleeper, offset)
+
+    started = time.perf_counter()
+    with deterministic_scheduling(seed):
+        trio.run(main, clock=clock)
+    return time.perf_counter() - started
 
 
 def run_simpy(scenario: Scenario, *, check: bool) -> RunResult:
@@ -297,15 +328,25 @@ def _figures(runs: Sequence[RunResult]) -> dict[str, Spread]:
 
 
 def measure_workload(name: str, params: Params) -> dict[str, Any]:
-    """Ours and SimPy on one workload, interleaved within each repeat."""
+    """Ours, SimPy and bare trio's floor on one workload, interleaved within each repeat.
+
+    The floor takes as many wake-ups as a first run of ours (untimed, which also warms both
+    models up).
+    """
     scenario = load_scenario(WORKLOADS[name], params.duration_ns)
-    variants: dict[str, Callable[[], RunResult]] = {
+    wakeups = run_ours(scenario, SEED, check=False).wakeups
+    floor = functools.partial(run_trio_floor, wakeups, scenario.guest.vcpus, SEED)
+    variants: dict[str, Callable[[], Any]] = {
         "pagehint": _seed_per_repeat(functools.partial(run_ours, scenario, check=params.check)),
         "simpy": functools.partial(run_simpy, scenario, check=params.check),
+        "trio_floor": floor,
     }
     samples = interleave(variants, params.repeats, warmup_rounds=0)
-    ours, peer = samples["pagehint"], samples["simpy"]
+    ours, peer, floor_s = samples["pagehint"], samples["simpy"], samples["trio_floor"]
     return {
+        "trio_floor_share": spread(ratios(floor_s, [r.wall_s for r in ours])),
+        "trio_floor_vs_simpy": spread(ratios(floor_s, [r.wall_s for r in peer])),
+        "wakeups": wakeups,
         "simpy_ratio": spread(
             ratios([r.page_ops_per_wall_s for r in ours], [r.page_ops_per_wall_s for r in peer])
         ),
@@ -382,6 +423,8 @@ HEADLINE_ROWS = (
     ("simpy_ratio_cpu", "the same per CPU s (robust to other load)", ".3f"),
     ("lock_wait_rel_err", "|ours - SimPy| / SimPy", ".2%"),
     ("throughput_rel_err", "|ours - SimPy| / SimPy", ".2%"),
+    ("trio_floor_share", "bare trio, same wake-ups / ours (wall)", ".3f"),
+    ("trio_floor_vs_simpy", "bare trio, same wake-ups / SimPy's run", ".3f"),
 )
 
 

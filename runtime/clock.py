@@ -154,7 +154,8 @@ class VirtualClock(SimClock):
         itself but the trio wait it parks in, set up when called: one coroutine level fewer
         on the path every sleep of every actor takes."""
         self._seq += 1
-        entry: _Entry = [max(when_ns, self._now_ns), self._seq, reschedule, current_task()]
+        now = self._now_ns
+        entry: _Entry = [when_ns if when_ns > now else now, self._seq, reschedule, current_task()]
         heapq.heappush(self._heap, entry)
 
         def abort(_: RaiseCancelT) -> Abort:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableSequence
 from contextlib import contextmanager
+from typing import Any
 
 import trio
 
@@ -36,14 +37,24 @@ def deterministic_scheduling(seed: int) -> Iterator[None]:
             "uses for reproducible runs; pin trio to a supported version (see pyproject.toml)"
         )
     previous_flag = _trio_run_module._ALLOW_DETERMINISTIC_SCHEDULING
-    previous_state = _trio_run_module._r.getstate()
+    previous_stream = _trio_run_module._r
     _trio_run_module._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
-    _trio_run_module._r.seed(seed)
+    _trio_run_module._r = _BatchOrder(seed)
     try:
         yield
     finally:
         _trio_run_module._ALLOW_DETERMINISTIC_SCHEDULING = previous_flag  # type: ignore[misc]
-        _trio_run_module._r.setstate(previous_state)
+        _trio_run_module._r = previous_stream
+
+
+class _BatchOrder(random.Random):
+    """trio's batch-ordering stream, seeded. A virtual-time run's scheduler passes mostly run
+    one task (the clock wakes one timer per pass), and ``Random.shuffle`` of fewer than two
+    items draws nothing: skipping its Python body then orders, and draws, exactly the same."""
+
+    def shuffle(self, x: MutableSequence[Any]) -> None:
+        if len(x) > 1:
+            super().shuffle(x)
 
 
 def derive_seed(seed: int, *names: object) -> int:

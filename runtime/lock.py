@@ -96,8 +96,10 @@ class TimedLock:
 
     def hold_until(self, release_ns: int) -> None:
         """The holder keeps the lock until ``release_ns`` (at least now)."""
-        self._release_ns = max(release_ns, self._clock.now_ns())
-        self._arm_hand_off()
+        now = self._clock.now_ns()
+        self._release_ns = release_ns if release_ns > now else now
+        if self._waiters:
+            self._arm_hand_off()
 
     def _arm_hand_off(self) -> None:
         # One timer per holder, set once both its release time and a waiter are known.
