@@ -94,16 +94,13 @@ class Zone(Actor):
             hook(pfn, order, requester)
 
     # -- the lock ------------------------------------------------------------------------
-    def _acquired(self, requester: str, wait_ns: int) -> LockStats:
-        stats = self._stats_of.get(requester)
+    def _stats_for(self, requester: str) -> LockStats:
+        """The statistics of ``requester``'s class (made on its first request)."""
+        group = requester_group(requester)
+        stats = self.by_requester.get(group)
         if stats is None:
-            group = requester_group(requester)
-            stats = self.by_requester.get(group)
-            if stats is None:
-                stats = self.by_requester[group] = LockStats()
-            self._stats_of[requester] = stats
-        stats.wait_ns.record(wait_ns)
-        stats.queue_depth.record(self.lock.waiting)  # requests still queued behind this one
+            stats = self.by_requester[group] = LockStats()
+        self._stats_of[requester] = stats
         return stats
 
     def _merged(self, pick: Callable[[LockStats], Histogram]) -> Histogram:
@@ -124,13 +121,10 @@ class Zone(Actor):
     def queue_depth(self) -> Histogram:
         return self._merged(lambda stats: stats.queue_depth)
 
-    def _account(self, requester: str, pages: int) -> None:
-        self.held_by[requester] = self.held_by.get(requester, 0) + pages
-
     def take_at_boot(self, pages: int, order: int) -> list[int]:
         """Allocate blocks the booted kernel already uses (no lock: before any vCPU runs)."""
         taken = self.allocator.alloc_blocks(pages, order)
-        self._account("boot", len(taken) << order)
+        self.held_by["boot"] = self.held_by.get("boot", 0) + (len(taken) << order)
         return taken
 
     # -- the requests ---------------------------------------------------------------------
@@ -170,8 +164,6 @@ class Zone(Actor):
         """Under the lock: allocate ``count`` blocks of ``order`` for ``requester`` (waiting
         since ``sent_ns``); the blocks, and when the lock is released."""
         now = self.clock.now_ns()
-        wait = now - sent_ns
-        stats = self._acquired(requester, wait)
         allocator = self.allocator
         gate = allocator.watermarks.min
         self._serving = requester
@@ -183,9 +175,7 @@ class Zone(Actor):
                 pfns = tuple(allocator.alloc_bulk(order, count, gate=gate))
         finally:
             self._serving = None
-        if pfns:
-            self._account(requester, len(pfns) << order)
-        else:
+        if not pfns:
             self._failed(requester, order)
         if self._debug:
             self.log.debug(
@@ -195,23 +185,25 @@ class Zone(Actor):
                 wanted=count,
                 got=len(pfns),
                 pfns=pfns,
-                wait_ns=wait,
+                wait_ns=now - sent_ns,
                 queued=self.lock.waiting,
             )
-        return pfns, self._held_for(stats, now, max(1, len(pfns)))
+        got = len(pfns)
+        return pfns, self._settle(requester, now, now - sent_ns, got << order, got or 1)
 
     def free_held(self, requester: str, order: int, pfns: Sequence[int], sent_ns: int) -> int:
         """Under the lock: free ``pfns`` (blocks of ``order``) for ``requester``; when the lock
         is released."""
         now = self.clock.now_ns()
-        wait = now - sent_ns
-        stats = self._acquired(requester, wait)
+        allocator = self.allocator
         self._serving = requester
         try:
-            self.allocator.free_bulk((pfn, order) for pfn in pfns)
+            if len(pfns) == 1:  # a THP unmapped: the common case, without a batch to build
+                allocator.free(pfns[0], order)
+            else:
+                allocator.free_bulk((pfn, order) for pfn in pfns)
         finally:
             self._serving = None
-        self._account(requester, -(len(pfns) << order))
         if self._debug:
             self.log.debug(
                 "zone_free",
@@ -219,16 +211,15 @@ class Zone(Actor):
                 order=order,
                 blocks=len(pfns),
                 pfns=tuple(pfns),
-                wait_ns=wait,
+                wait_ns=now - sent_ns,
                 queued=self.lock.waiting,
             )
-        return self._held_for(stats, now, len(pfns))
+        return self._settle(requester, now, now - sent_ns, -(len(pfns) << order), len(pfns))
 
     def _work_held(self, request: ZoneWork) -> tuple[object, int]:
         """Under the lock: a hinting step, isolation or put-back decided by a pure policy."""
         now = self.clock.now_ns()
         wait = now - request.sent_ns
-        stats = self._acquired(request.requester, wait)
         self._serving = request.requester
         try:
             result, examined = request.work(self.allocator)
@@ -244,11 +235,20 @@ class Zone(Actor):
                 wait_ns=wait,
                 queued=self.lock.waiting,
             )
-        return result, self._held_for(stats, now, max(1, examined))
+        return result, self._settle(request.requester, now, wait, 0, max(1, examined))
 
-    def _held_for(self, stats: LockStats, now: int, blocks: int) -> int:
-        """The lock is held for the cost of ``blocks`` from ``now``: record it, and say when it
-        is released."""
+    def _settle(self, requester: str, now: int, wait_ns: int, pages: int, blocks: int) -> int:
+        """The books of a request made under the lock at ``now``: ``pages`` more lent to (fewer:
+        given back by) ``requester``, its wait, the queue behind it, and the hold for the cost
+        of ``blocks``; when the lock is released. One call per request: the vCPUs' hot path."""
+        stats = self._stats_of.get(requester)
+        if stats is None:
+            stats = self._stats_for(requester)
+        stats.wait_ns.record(wait_ns)
+        stats.queue_depth.record(self.lock.waiting)  # requests still queued behind this one
+        if pages:
+            held = self.held_by
+            held[requester] = held.get(requester, 0) + pages
         hold = self.costs.lock_hold_ns(blocks)
         stats.hold_ns.record(hold)
         self.hold_total_ns += hold

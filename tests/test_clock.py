@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pagehint.runtime import NS_PER_S, VirtualClock, current_clock
+from pagehint.runtime import NS_PER_S, VirtualClock, current_clock, deterministic_scheduling
+from pagehint.runtime.clock import TRIO_WAIT_MESSAGE
 
 from conftest import run_in_virtual_time
 
@@ -109,3 +114,63 @@ def test_current_clock_refuses_a_foreign_clock() -> None:
         assert "pagehint needs its own clock" in str(error)
     else:
         raise AssertionError("expected a RuntimeError")
+
+
+# -- Sleeper: a hot loop's sleeps without per-sleep allocations ---------------------------------
+def test_trio_still_yields_the_wait_message_a_sleeper_reuses() -> None:
+    # If this fails, a trio release moved the private message Sleeper reuses: sleepers fall
+    # back to wait_task_rescheduled (correct, slower). Update clock.py or narrow trio's pin.
+    assert TRIO_WAIT_MESSAGE is not None, f"trio {trio.__version__}"
+    assert vars(trio._core._run)["WaitTaskRescheduled"] is TRIO_WAIT_MESSAGE  # the loop checks it
+
+
+def _wake_order(plans: list[list[int]], *, sleepers: frozenset[int]) -> list[tuple[int, int]]:
+    """(task, time) of every wake-up when task ``i`` sleeps through the gaps ``plans[i]``;
+    the tasks in ``sleepers`` use a sleeper, the others ``sleep_until_ns``."""
+    woke: list[tuple[int, int]] = []
+
+    async def task(index: int, gaps: list[int]) -> None:
+        clock = current_clock()
+        sleep: Callable[[int], Awaitable[None]] = (
+            clock.sleeper() if index in sleepers else clock.sleep_until_ns
+        )
+        for gap in gaps:
+            await sleep(clock.now_ns() + gap)
+            woke.append((index, clock.now_ns()))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for index, gaps in enumerate(plans):
+                nursery.start_soon(task, index, gaps)
+
+    with deterministic_scheduling(seed=0):  # the tasks' first steps come in a seeded order
+        run_in_virtual_time(main)
+    return woke
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    plans=st.lists(st.lists(st.integers(0, 50), max_size=12), min_size=1, max_size=6),
+    data=st.data(),
+)
+def test_a_sleeper_wakes_exactly_as_sleep_until_ns_does(
+    plans: list[list[int]], data: st.DataObject
+) -> None:
+    # Gaps of 0 and shared times: same-time wake-ups must keep their FIFO order too.
+    sleepers = data.draw(st.frozensets(st.integers(0, len(plans) - 1)))
+    assert _wake_order(plans, sleepers=sleepers) == _wake_order(plans, sleepers=frozenset())
+
+
+def test_a_cancelled_sleeper_sleep_leaves_no_live_timer_and_sleeps_again() -> None:
+    clock = VirtualClock()
+
+    async def main() -> int:
+        sleep = clock.sleeper()
+        with trio.move_on_after(1) as scope:
+            await sleep(5 * NS_PER_S)
+        assert scope.cancelled_caught
+        assert clock.pending_timers == 0
+        await sleep(3 * NS_PER_S)  # the same sleeper, after its abort
+        return clock.now_ns()
+
+    assert run_in_virtual_time(main, clock) == 3 * NS_PER_S
