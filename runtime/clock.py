@@ -26,7 +26,15 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
-from trio.lowlevel import Abort, RaiseCancelT, current_task, reschedule, wait_task_rescheduled
+from outcome import Value
+from trio.lowlevel import (
+    Abort,
+    RaiseCancelT,
+    Task,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
 
 # The message trio's ``wait_task_rescheduled`` yields: private, so optional (see ``Sleeper``).
 TRIO_WAIT_MESSAGE: type | None = getattr(trio._core._traps, "WaitTaskRescheduled", None)
@@ -88,8 +96,9 @@ class SimClock(trio.abc.Clock):
         raise NotImplementedError
 
     def sleeper(self) -> Callable[[int], Awaitable[None]]:
-        """A ``sleep_until_ns`` for one task that sleeps in a hot loop (a vCPU sleeps once per
-        fault): the same sleeps, as cheap as this clock can make them."""
+        """A ``sleep_until_ns`` for the calling task alone, made in it, for a task that sleeps
+        in a hot loop (a vCPU sleeps once per fault): the same sleeps, as cheap as this clock
+        can make them."""
         return self.sleep_until_ns
 
 
@@ -161,7 +170,7 @@ class VirtualClock(SimClock):
         """Park the calling task until ``when_ns``; await the result at once. Not a coroutine
         itself but the trio wait it parks in, set up when called: one coroutine level fewer
         on the path every sleep of every actor takes."""
-        entry = self._wake_at(when_ns)
+        entry = self._wake_at(when_ns, current_task())
 
         def abort(_: RaiseCancelT) -> Abort:
             _cancel(entry)
@@ -172,11 +181,11 @@ class VirtualClock(SimClock):
     def sleeper(self) -> Callable[[int], Awaitable[None]]:
         return Sleeper(self).until
 
-    def _wake_at(self, when_ns: int) -> _Entry:
-        """The timer that wakes the calling task at ``when_ns`` (now, if that has passed)."""
+    def _wake_at(self, when_ns: int, task: Task) -> _Entry:
+        """The timer that wakes ``task`` at ``when_ns`` (now, if that has passed)."""
         self._seq += 1
         now = self._now_ns
-        entry: _Entry = [when_ns if when_ns > now else now, self._seq, reschedule, current_task()]
+        entry: _Entry = [when_ns if when_ns > now else now, self._seq, reschedule, task]
         heapq.heappush(self._heap, entry)
         return entry
 
@@ -196,17 +205,18 @@ class Sleeper:
     sleeper would fall back to that public call (and tests/test_clock.py fails loudly).
     """
 
-    __slots__ = ("_clock", "_entry", "_message")
+    __slots__ = ("_clock", "_entry", "_message", "_task")
 
     def __init__(self, clock: VirtualClock) -> None:
         self._clock = clock
+        self._task = current_task()  # the one task that sleeps through it
         self._entry: _Entry = []
         message_type = TRIO_WAIT_MESSAGE
         self._message = None if message_type is None else message_type(self._abort)
 
     def until(self, when_ns: int) -> Awaitable[None]:
-        """Park the calling task until ``when_ns``; await the result at once."""
-        self._entry = self._clock._wake_at(when_ns)
+        """Park the sleeper's task (the caller) until ``when_ns``; await the result at once."""
+        self._entry = self._clock._wake_at(when_ns, self._task)
         if self._message is None:  # pragma: no cover - only with a trio that moved the type
             return wait_task_rescheduled(self._abort)
         return _park(self._message)
@@ -218,10 +228,12 @@ class Sleeper:
 
 @types.coroutine
 def _park(message: object) -> Generator[Any, Any, None]:
-    """Yield trio's wait ``message`` to the scheduler and unwrap what wakes the task (a value,
-    or the ``Cancelled`` of an abort), as ``wait_task_rescheduled`` does."""
+    """Yield trio's wait ``message`` to the scheduler and raise what wakes the task if it is an
+    error (the ``Cancelled`` of an abort), as ``wait_task_rescheduled`` does. A plain wake-up
+    carries ``Value(None)``: nothing to unwrap."""
     woken = yield message
-    woken.unwrap()
+    if type(woken) is not Value:
+        woken.unwrap()
 
 
 def _cancel(entry: _Entry) -> None:
