@@ -37,9 +37,6 @@ class Monitor(Actor):
         self.interval_ns = interval_ns
         self.full_check_every = full_check_every
         self.rss_pages = TimeSeries(interval_ns)
-        self.free_pages = TimeSeries(interval_ns)
-        self.wasted_pages = TimeSeries(interval_ns)  # free in the guest, yet backed on the host
-        self.returned_pages = TimeSeries(interval_ns)  # given back by discards, cumulative
         # free in the guest, yet held by the host, resident or swapped: what hinting can return
         self.returnable_pages = TimeSeries(interval_ns)
         self.samples = 0
@@ -59,17 +56,13 @@ class Monitor(Actor):
         self.samples += 1
         now = self.now_ns
         rss = self.backing.rss_pages
-        free = allocator.free_pages
         wasted = self.wasted_now()
         self.rss_pages.record(now, rss)
-        self.free_pages.record(now, free)
-        self.wasted_pages.record(now, wasted)
-        self.returned_pages.record(now, self.backing.discarded_pages)
         self.returnable_pages.record(now, wasted + self.backing.swapped_pages)
         self.log.info(
             "sample",
             rss_pages=rss,
-            free_pages=free,
+            free_pages=allocator.free_pages,
             isolated_pages=allocator.isolated_pages,
             reported_pages=allocator.reported_pages,
             wasted_pages=wasted,

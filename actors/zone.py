@@ -175,7 +175,8 @@ class Zone(Actor):
                 pfns = tuple(allocator.alloc_bulk(order, count, gate=gate))
         finally:
             self._serving = None
-        if not pfns:
+        got = len(pfns)
+        if not got:
             self._failed(requester, order)
         if self._debug:
             self.log.debug(
@@ -183,12 +184,11 @@ class Zone(Actor):
                 requester=requester,
                 order=order,
                 wanted=count,
-                got=len(pfns),
+                got=got,
                 pfns=pfns,
                 wait_ns=now - sent_ns,
                 queued=self.lock.waiting,
             )
-        got = len(pfns)
         return pfns, self._settle(requester, now, now - sent_ns, got << order, got or 1)
 
     def free_held(self, requester: str, order: int, pfns: Sequence[int], sent_ns: int) -> int:

@@ -300,12 +300,10 @@ def _reading(
 ) -> Callable[[], float]:
     """A timed reader that keeps its table in ``results[name]``."""
 
-    def step() -> float:
-        started = time.perf_counter()
+    def keep() -> None:
         results[name] = read()
-        return time.perf_counter() - started
 
-    return step
+    return lambda: _seconds(keep)
 
 
 def write_cost(scenario: str, duration: str, repeats: int) -> dict[str, Spread]:

@@ -54,7 +54,7 @@ from typing import Any
 import attrs
 import rich
 import trio
-from _stats import STATS, spread
+from _stats import STATS, spread, target_met, target_note
 from rich.console import Console
 from rich.table import Table
 
@@ -95,10 +95,21 @@ GUESTS = {
 CASES = [f"{size}-{workload}" for size in GUESTS for workload in WORKLOADS]
 
 
+def split_case(case: str) -> tuple[str, str]:
+    """A case's guest size and workload: ``"1TiB-idle"`` is ``("1TiB", "idle")``."""
+    size, _, workload = case.partition("-")
+    return size, workload
+
+
+TARGETS = {
+    f"peak_rss_mib[{case}]": (GUESTS[split_case(case)[0]].rss_target_mib, "max") for case in CASES
+}
+
+
 def scenario_document(
     case: str, duration_ns: int, full_check_every: int, policy: str
 ) -> dict[str, Any]:
-    size, _, workload = case.partition("-")
+    size, workload = split_case(case)
     guest = GUESTS[size]
     return {
         "run": {"duration": f"{duration_ns}ns", "seed": SEED, "full_check_every": full_check_every},
@@ -245,6 +256,7 @@ def run(
             },
         }
     peaks = {case: r["peak_rss_mib"]["max"] for case, r in by_case.items()}
+    checked = {f"peak_rss_mib[{case}]": peak for case, peak in peaks.items()}
     return {
         "peak_rss_mib_by_case": peaks,
         "wall_s_per_virtual_s": {
@@ -252,11 +264,8 @@ def run(
         },
         "boot_s": {case: r["boot_s"]["median"] for case, r in by_case.items()},
         "targets": {
-            f"peak_rss_mib[{case}]": {
-                "max": _target(case),
-                "met": peaks[case] <= _target(case),
-            }
-            for case in by_case
+            key: {"max": TARGETS[key][0], "met": target_met(TARGETS, key, peak)}
+            for key, peak in checked.items()
         },
         "by_case": by_case,
         "params": {
@@ -275,10 +284,6 @@ def run(
             "cpus": os.cpu_count(),
         },
     }
-
-
-def _target(case: str) -> float:
-    return GUESTS[case.partition("-")[0]].rss_target_mib
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -314,11 +319,11 @@ def render_table(report: Mapping[str, Any]) -> Table:
     for case, result in report["by_case"].items():
         for figure, unit, fmt in ROWS:
             cells = [format(result[figure][stat], fmt) for stat in STATS]
-            note = unit
-            if figure == "peak_rss_mib":
-                met = result[figure]["max"] <= _target(case)
-                colour, verdict = ("green", "met") if met else ("red", "MISSED")
-                note = f"{unit}; [{colour}]target <= {_target(case):g}: {verdict}"
+            target = f"{figure}[{case}]"
+            if target in TARGETS:
+                note = f"{unit}; {target_note(TARGETS, target, result[figure]['max'])}"
+            else:
+                note = unit
             table.add_row(case, figure, *cells, note)
         facts = (
             f"loops {result['loops']:,}, faults {result['faults']:,}, OOM kills "
@@ -368,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(run_case(args.case, duration_ns, args.full_check_every, args.policy)))
         return
     started = time.perf_counter()
-    cases = [case for case in CASES if case.partition("-")[0] in args.sizes]
+    cases = [case for case in CASES if split_case(case)[0] in args.sizes]
     report = run(duration_ns, args.repeats, args.full_check_every, args.policy, cases)
     report["wall_s"] = round(time.perf_counter() - started, 2)
     Console(width=150).print(render_table(report))

@@ -72,6 +72,14 @@ def run_cli(config: str | Path, out: Path, *overrides: str) -> Path:
     return out
 
 
+def exit_code(argv: list[str]) -> int:
+    """``pagehint ARGV``'s exit code, argparse's own exits (``SystemExit``) included."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
 def write_sweep(directory: Path, body: str, name: str = "sweep.toml") -> Path:
     """A sweep file over configs/churn.toml with ``body`` (its seed, tables, factors)."""
     path = directory / name

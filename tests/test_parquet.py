@@ -24,7 +24,7 @@ from pagehint.runtime.harness.logdb import LogDB, copy_path
 from pagehint.runtime.harness.model import RunFailed
 from pagehint.runtime.harness.sweep import Executor, execute_all, expand, load_sweep
 
-from conftest import CONFIGS, run_command, run_sweep
+from conftest import CONFIGS, log_records, run_command, run_sweep
 
 # Four debug-level runs of 60 ms: two designs that hint at once, two seeds each.
 SWEEP = f"""
@@ -88,7 +88,7 @@ def test_every_finished_run_has_a_fresh_copy_written_before_its_summary(sweep: P
 
 
 def test_the_copy_holds_every_field_of_every_line_and_its_number(one_run: Path) -> None:
-    records = [orjson.loads(line) for line in (one_run / "log.jsonl").read_bytes().splitlines()]
+    records = log_records(one_run / "log.jsonl")
     relation = duckdb.connect().sql(f"SELECT * FROM '{one_run / 'log.parquet'}' ORDER BY line")
     types = dict(zip(relation.columns, map(str, relation.types), strict=True))
     assert set(types) == {"line"} | {key for record in records for key in record}
@@ -133,6 +133,11 @@ def test_the_client_of_shipped_runs_writes_their_copies(tmp_path: Path) -> None:
 
 
 # -- the same answers --------------------------------------------------------------------------
+def copied(run: Path, tmp_path: Path) -> Path:
+    """A copy of ``run`` whose files keep their mtimes: its log's copy is still fresh."""
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
 def same_but_sources(path: Path, sources: list[str]) -> None:
     """The answers from where ``path``'s runs are read (``sources``) and from the JSON lines."""
     found, from_json = answers(path, from_copy=True), answers(path, from_copy=False)
@@ -154,18 +159,13 @@ def test_copy_and_json_lines_give_the_same_answers_over_a_sweep(sweep: Path) -> 
 def test_a_sweep_read_partly_from_copies_gives_the_same_answers(
     sweep: Path, tmp_path: Path
 ) -> None:
-    mixed = Path(shutil.copytree(sweep, tmp_path / "mixed"))  # mtimes kept: copies fresh
+    mixed = copied(sweep, tmp_path)
     first, *_ = sorted((mixed / "runs").iterdir())
     (first / "log.parquet").unlink()
     same_but_sources(mixed, ["json", "parquet", "parquet", "parquet"])
 
 
 # -- copies that are not read -----------------------------------------------------------------
-def copied(run: Path, tmp_path: Path) -> Path:
-    """A copy of ``run`` whose files keep their mtimes: its log's copy is still fresh."""
-    return Path(shutil.copytree(run, tmp_path / "run"))
-
-
 def test_a_copy_of_a_run_directory_keeping_mtimes_is_read_from_its_copy(
     one_run: Path, tmp_path: Path
 ) -> None:

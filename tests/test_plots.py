@@ -13,13 +13,12 @@ from pathlib import Path
 from statistics import fmean
 from typing import TYPE_CHECKING
 
-import orjson
 import pytest
 
 from pagehint.actors.analysis import open_run
 from pagehint.runtime.harness.logdb import LogDB
 
-from conftest import CONFIGS, run_cli, run_sweep
+from conftest import CONFIGS, log_records, run_cli, run_sweep
 
 pytest.importorskip("matplotlib")
 
@@ -157,7 +156,7 @@ def test_the_sweep_figure_draws_the_mean_of_the_seeds_against_vcpus(
     assert [tick.get_text() for tick in lowest.get_xticklabels()] == [str(n) for n in VCPUS]
     assert lowest.get_xlabel() == "guest.vcpus"
     assert len(throughput.containers) == len(POLICIES)  # error bars per policy, not per run
-    index = [orjson.loads(line) for line in (sweep / "index.jsonl").read_bytes().splitlines()]
+    index = log_records(sweep / "index.jsonl")
     (legend,) = legends(figure)
     entry = {
         text.get_text(): handle

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 from rich.console import Console
 
@@ -24,7 +23,7 @@ from pagehint.runtime.harness.cli import main, run_progress
 from pagehint.runtime.harness.model import execute, load_model
 from pagehint.runtime.harness.rundirs import exclusive
 
-from conftest import write_sweep
+from conftest import exit_code, log_records, write_sweep
 
 FAST = ["--set", "run.duration=5ms", "--set", "run.baseline=false", "--set", "guest.memory=1GiB"]
 GUEST = load_model("guest")
@@ -38,14 +37,7 @@ def short_sweep(directory: Path, body: str = GRID) -> Path:
 
 
 def index_rows(out: Path) -> list[dict[str, object]]:
-    return [orjson.loads(line) for line in (out / "index.jsonl").read_bytes().splitlines()]
-
-
-def exit_code(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    return log_records(out / "index.jsonl")
 
 
 # -- Dask ---------------------------------------------------------------------------------------
@@ -168,7 +160,7 @@ def test_a_run_into_an_earlier_run_is_refused_without_force(
     assert f"holds earlier results ({earlier}); pass --force" in capsys.readouterr().err
     assert (out / "summary.json").read_bytes() == first
     assert main(["run", "idle", *FAST, "--seed", "9", "--out", str(out), "--force"]) == 0
-    assert orjson.loads((out / "log.jsonl").read_bytes().splitlines()[0])["seed"] == 9
+    assert log_records(out / "log.jsonl")[0]["seed"] == 9
 
 
 def test_a_run_without_out_writes_a_fresh_directory_beside_an_earlier_one(

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,17 +17,14 @@ from pagehint.runtime.harness.cli import main
 from pagehint.runtime.harness.config import flatten, load_toml
 from pagehint.runtime.harness.sweep import RunSpec, run_spec
 
-from conftest import CONFIGS
+from conftest import CONFIGS, exit_code, read_summary
 
 TINY_RUN = ["--set", "run.duration=2ms", "--set", "run.baseline=false"]
 
 
 def bad_input(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     """Run ``pagehint ARGV``, expecting bad input: exit 2 and no traceback; its stderr."""
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's own errors
-        code = exit_.code  # type: ignore[assignment]
+    code = exit_code(argv)
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err and "CattrsError" not in err and "typing." not in err
@@ -116,7 +112,7 @@ def test_the_largest_seed_runs_and_logs(tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = ["run", "idle", *TINY_RUN, "--seed", str((1 << 64) - 1), "--out", str(out)]
     assert main(argv) == 0
-    assert orjson.loads((out / "summary.json").read_bytes())["status"] == "ok"
+    assert read_summary(out)["status"] == "ok"
 
 
 @pytest.mark.parametrize(
@@ -204,7 +200,7 @@ KEYS = [
 ]
 SCALARS = st.one_of(
     st.integers(min_value=-(1 << 70), max_value=1 << 70).map(str),
-    st.floats(allow_nan=True, allow_infinity=True).map(lambda x: repr(x).replace("inf", "inf")),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(["true", "false", "yes", "no", '""', "[]", "{}", "[1, 2]", "{a = 1}"]),
     st.builds(
         "{}{}".format,
@@ -218,11 +214,7 @@ SCALARS = st.one_of(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(key=st.sampled_from(KEYS), text=SCALARS)
 def test_fuzzed_sets_through_config_exit_0_or_2(key: str, text: str) -> None:
-    try:
-        code = main(["config", "--set", f"{key}={text}"])
-    except SystemExit as exit_:
-        code = exit_.code  # type: ignore[assignment]
-    assert code in (0, 2)
+    assert exit_code(["config", "--set", f"{key}={text}"]) in (0, 2)
 
 
 # Values a run of a few milliseconds can afford: sizes and counts of small guests.
@@ -260,9 +252,6 @@ def test_fuzzed_runs_of_a_few_milliseconds_exit_0_or_2(
     argv = ["run", "--set", "guest.memory=1GiB", *TINY_RUN, "--out", str(out)]
     for text in sets:
         argv += ["--set", text]
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code  # type: ignore[assignment]
+    code = exit_code(argv)
     assert code in (0, 2)
     assert (out / "summary.json").exists() == (code == 0)

@@ -13,7 +13,7 @@ import math
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import cycle, pairwise
 from pathlib import Path
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
@@ -101,6 +101,11 @@ def _numeric(values: Iterable[Any]) -> bool:
     return all(isinstance(value, int | float) and not isinstance(value, bool) for value in values)
 
 
+def _widest(keys: Iterable[str], values: Mapping[str, Sequence[Any]]) -> str:
+    """The numeric factor of ``keys`` with the most ``values`` (else the one with most)."""
+    return max(keys, key=lambda key: (_numeric(values[key]), len(values[key])))
+
+
 @dataclass(frozen=True)
 class _Series:
     """Runs drawn as one line: a combination of factors, its seeds pooled (or a lone run)."""
@@ -155,12 +160,18 @@ class _Layout:
 
 
 def _layout(
-    db: LogDB, *, x: str | None = None, facets: bool = True, styled: bool = True
+    db: LogDB,
+    *,
+    x: str | None = None,
+    facets: bool = True,
+    styled: bool = True,
+    known: Mapping[str, list[Any]] | None = None,
 ) -> _Layout:
     """Lines for ``db``'s runs: one per combination of the factors other than ``x``, pooling
     seeds. Past ``_MAX_LINES`` of them (and ``facets``), a panel per value of one factor: the
     numeric one with most values, as its values change the scale most. The other factors
-    colour the lines, but (``styled``) the one of fewest values sets their line style."""
+    colour the lines, but (``styled``) the one of fewest values sets their line style.
+    ``known``: the factors' values (``_distinct``) where the caller has them already."""
     keys = [key for key in db.factors if key != x] if _is_sweep(db) else []
     rows = _run_rows(db, keys)
     if not keys and not db.replicated and x is None:  # a run, or unrelated configs: a line each
@@ -175,10 +186,11 @@ def _layout(
     groups: dict[tuple[Any, ...], list[str]] = {}
     for run, *combination in rows:
         groups.setdefault(tuple(combination), []).append(run)
-    distinct = {key: _distinct(db, key) for key in keys}
+    known = known or {}
+    distinct = {key: known[key] if key in known else _distinct(db, key) for key in keys}
     facet = None
     if facets and len(keys) > 1 and len(groups) > _MAX_LINES:
-        facet = max(keys, key=lambda key: (_numeric(distinct[key]), len(distinct[key])))
+        facet = _widest(keys, distinct)
     rest = [key for key in keys if key != facet]
     style = None
     if styled and len(rest) > 1:
@@ -494,7 +506,7 @@ def lock_wait_figure(db: LogDB) -> Figure | str:
     for run, requester, bin_index, count in bins:
         counts[run, requester][bin_index] = count
     requesters = sorted({requester for _, requester, *_ in totals})
-    styles = dict(zip(requesters, _LINESTYLES * len(requesters), strict=False))
+    styles = dict(zip(requesters, cycle(_LINESTYLES), strict=False))
     layout = _layout(db, styled=False)
     xlabel = f"wait for the zone lock (log scale, {_BINS_PER_OCTAVE} bins per octave)"
     figure, blocks = _panels(layout, 1, 4.5, xlabel)
@@ -510,7 +522,7 @@ def lock_wait_figure(db: LogDB) -> Figure | str:
             edges = [2 ** (index / _BINS_PER_OCTAVE) for index in range(low, high + 2)]
             most[line.panel] = max(most[line.panel], *mean)
             blocks[line.panel][0].stairs(
-                mean, edges, color=layout.colours[line.colour], linestyle=styles[requester]
+                mean, edges, **{**layout.look(line), "linestyle": styles[requester]}
             )
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -609,6 +621,9 @@ def worker_timeline_figure(db: LogDB) -> Figure | str:
     return figure
 
 
+_FINISHED = "no run finished (no run_end line)"
+
+
 @dataclass(frozen=True)
 class _Measure:
     """A number per run that a sweep is run to compare, for a panel of ``sweep.png``."""
@@ -616,29 +631,25 @@ class _Measure:
     title: str
     sql: str  # over the run's run_end line (e) and its row of the return report (r)
     units: Sequence[tuple[str, float]]
-    absent: str  # why no run may have it
+    absent: str = _FINISHED  # why no run may have it
 
 
-_FINISHED = "no run finished (no run_end line)"
 _MEASURES = (
     _Measure(
         "workload throughput, faults/s per vCPU",
         "CAST(e.workload->>'faults_per_s_per_vcpu' AS DOUBLE)",
         _COUNT_UNITS,
-        _FINISHED,
     ),
-    _Measure(
-        "zone-lock wait, p99", "CAST(e.lock_wait_ns->>'p99' AS DOUBLE)", _TIME_UNITS, _FINISHED
-    ),
-    _Measure("CPU time spent hinting", "e.hinting_cpu_ns", _TIME_UNITS, _FINISHED),
-    _Measure("memory returned to the host", "e.memory_returned_bytes", _SIZE_UNITS, _FINISHED),
+    _Measure("zone-lock wait, p99", "CAST(e.lock_wait_ns->>'p99' AS DOUBLE)", _TIME_UNITS),
+    _Measure("CPU time spent hinting", "e.hinting_cpu_ns", _TIME_UNITS),
+    _Measure("memory returned to the host", "e.memory_returned_bytes", _SIZE_UNITS),
     _Measure(
         "time to return 90% of the peak",
         "r.t90_s * 1e9",
         _TIME_UNITS,
         "no run returned 90% of its peak of free-but-backed memory",
     ),
-    _Measure("peak memory isolated for hinting", "e.peak_isolated_bytes", _SIZE_UNITS, _FINISHED),
+    _Measure("peak memory isolated for hinting", "e.peak_isolated_bytes", _SIZE_UNITS),
 )
 
 
@@ -648,7 +659,7 @@ def sweep_figure(db: LogDB) -> Figure | str:
     if not _is_sweep(db):
         return "one run, or runs of unrelated configs: no factor to draw the measures against"
     values = {key: _distinct(db, key) for key in db.factors}
-    x = max(db.factors, key=lambda key: (_numeric(values[key]), len(values[key])))
+    x = _widest(db.factors, values)
     numeric = _numeric(values[x])
     # 1, 4, 16, 64 vCPUs evenly apart (a log axis); categories at 0, 1, 2...
     logarithmic = numeric and min(values[x]) > 0 and max(values[x]) >= 8 * min(values[x])
@@ -666,7 +677,7 @@ def sweep_figure(db: LogDB) -> Figure | str:
         "FROM runs LEFT JOIN (SELECT * FROM events WHERE event = 'run_end') AS e USING (run) "
         f"LEFT JOIN ({_per_run_sql(db, 'return')}) AS r USING (run)"
     ).fetchall()
-    layout = _layout(db, x=x, facets=False)
+    layout = _layout(db, x=x, facets=False, known=values)
     # lines side by side, not on top of one another where they agree
     width = 0.3 * min((b - a for a, b in pairwise(spaced)), default=1) / len(layout.series)
     figure = _figure(2, 3.2)

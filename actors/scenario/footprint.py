@@ -35,7 +35,7 @@ a workload that fragments free memory into single pages needs more.
 
 from __future__ import annotations
 
-from pagehint.protocol.units import PAGE_SIZE, format_size
+from pagehint.protocol.units import format_size, pages
 
 from .schema import HOST_BACKINGS, Scenario
 
@@ -49,12 +49,14 @@ CONTAINER_PAGES = 1 << 16
 def estimated_bytes(scenario: Scenario) -> tuple[int, str]:
     """The simulator's estimated peak memory for ``scenario``, and what it is made of."""
     guest, host = scenario.guest, scenario.host
-    pages = guest.memory // PAGE_SIZE
+    n_pages = pages(guest.memory)
     bitmaps = 2 + (2 if host.memory else 0) + (1 if host.discard == "free" else 0)
     host_pages, _ = HOST_BACKINGS.get(host.backing, (1, False))
-    containers = bitmaps * -(-pages // CONTAINER_PAGES) + -(-pages // host_pages // CONTAINER_PAGES)
+    containers = bitmaps * -(-n_pages // CONTAINER_PAGES) + -(
+        -n_pages // host_pages // CONTAINER_PAGES
+    )
     host_state = containers * BYTES_PER_CONTAINER
-    free_blocks = (pages >> (guest.max_order - 1)) * BYTES_PER_FREE_BLOCK
+    free_blocks = (n_pages >> (guest.max_order - 1)) * BYTES_PER_FREE_BLOCK
     per_guest = host_state + free_blocks + guest.vcpus * BYTES_PER_VCPU
     total = INTERPRETER_BYTES + host.guests * per_guest
     made_of = (

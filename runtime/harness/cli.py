@@ -43,6 +43,7 @@ from .config import (
     override_origins,
     to_toml,
 )
+from .dask import WORKER_TIMEOUT_S
 from .demo import run_demo
 from .logdb import LOG_NAME, write_copy
 from .model import Model, Progress, check_fits, execute, load_config, load_model
@@ -216,13 +217,14 @@ def _compare(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     configs: list[Path | None] = args.configs or [None]
     specs = []
+    given = override_origins(args.overrides)
     for config in configs:
         base, source = _scenario_document(model, config, args.overrides)
         path = Path(source)
         for variant in args.variants or [""]:
             pairs = [pair for pair in variant.split(",") if pair.strip()]
             document = apply_overrides(base, pairs, "--variant")
-            origins = override_origins(args.overrides) | override_origins(pairs, "--variant")
+            origins = given | override_origins(pairs, "--variant")
             if args.seed is not None:
                 document = apply_values(document, {"run.seed": args.seed}, "--seed")
             label = (path.stem if len(configs) > 1 else "") + (f"[{variant}]" if variant else "")
@@ -382,9 +384,10 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--worker-timeout",
         type=float,
-        default=30.0,
+        default=WORKER_TIMEOUT_S,
         metavar="SECONDS",
-        help="how long to wait for the Dask cluster to have a worker (default: 30)",
+        help="how long to wait for the Dask cluster to have a worker "
+        f"(default: {WORKER_TIMEOUT_S:g})",
     )
 
 

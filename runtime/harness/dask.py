@@ -16,6 +16,7 @@ from typing import Any
 from .config import ConfigError
 
 CONNECT_TIMEOUT_S = 10.0
+WORKER_TIMEOUT_S = 30.0  # how long a sweep waits, by default, for the cluster to have a worker
 SCHEMES_WITH_PORTS = ("tcp", "tls")
 
 

@@ -404,8 +404,8 @@ def _sources_at(path: Path) -> list[tuple[str, Path, Path | None, Path | None]]:
         logs = [run / LOG_NAME for run in listed if (run / LOG_NAME).is_file()]
         if not logs:
             raise NotARun(path, "its index.jsonl lists no run with a log")
-        return [(log.parent.relative_to(path).as_posix(), log, log.parent, path) for log in logs]
-    logs = sorted(found for found in path.rglob(LOG_NAME) if found.is_file())
+    else:
+        logs = sorted(found for found in path.rglob(LOG_NAME) if found.is_file())
     if not logs:
         hint = (
             " (it has config.toml but no log.jsonl: the run never started logging)"
@@ -427,22 +427,29 @@ def _indexed_run_dirs(root: Path) -> list[Path] | None:
     not know, is not read. A row's ``dir`` is relative to the sweep directory (absolute in
     indexes of earlier versions).
     """
-    index = root / "index.jsonl"
-    if not index.is_file():
+    if not (root / "index.jsonl").is_file():
         return None
     dirs = []
-    for number, raw in enumerate(index.read_bytes().splitlines(), start=1):
+    for number, row in _index_rows(root):
+        where = row.get("dir") if row is not None else None
+        if not isinstance(where, str):
+            raise NotARun(root, f"index.jsonl line {number} has no run directory (dir)")
+        dirs.append(root / where)
+    return dirs
+
+
+def _index_rows(root: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """Each non-blank line of ``root``'s index.jsonl: its number and its object (None: a JSON
+    value that is not an object). A line that is not JSON raises NotARun; an unreadable
+    index, OSError."""
+    for number, raw in enumerate((root / "index.jsonl").read_bytes().splitlines(), start=1):
         if not raw.strip():
             continue
         try:
             row = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise NotARun(root, f"index.jsonl line {number} is not JSON") from None
-        where = row.get("dir") if isinstance(row, dict) else None
-        if not isinstance(where, str):
-            raise NotARun(root, f"index.jsonl line {number} has no run directory (dir)")
-        dirs.append(root / where)
-    return dirs
+        yield number, row if isinstance(row, dict) else None
 
 
 _NESTED_PARAMS = ("params.", "parameters.", "factors.")
@@ -459,15 +466,11 @@ def _index_keys(root: Path, config_keys: set[str]) -> list[str]:
     jsonl, table = root / "index.jsonl", root / "index.csv"
     try:
         if jsonl.is_file():
-            for raw in jsonl.read_bytes().splitlines():
-                if raw.strip():
-                    row = orjson.loads(raw)
-                    if isinstance(row, dict):
-                        rows.append(row)
+            rows.extend(row for _, row in _index_rows(root) if row is not None)
         elif table.is_file():
             with table.open(newline="", encoding="utf-8") as file:
                 rows.extend(csv.DictReader(file))
-    except (OSError, orjson.JSONDecodeError, csv.Error, UnicodeDecodeError):
+    except (OSError, NotARun, csv.Error, UnicodeDecodeError):
         return []  # an index is a convenience: the configs say the same
     keys: list[str] = []
     for row in rows:
@@ -619,15 +622,15 @@ class LogDB:
         """Read each log from its Parquet copy where that is fresh; note why not elsewhere."""
         for index, source in enumerate(self.sources):
             columns, problem = _fresh_copy(self.con, source.path)
+            copy = copy_path(source.path)
             if columns:
-                copy = copy_path(source.path)
                 self._copies[str(copy)] = columns
                 self.sources[index] = attrs.evolve(source, copy=copy)
                 continue
-            if not problem and source.status in ("ok", "failed"):
-                problem = f"it has no {copy_path(source.path).name}"
-            elif not problem and source.status == "incomplete":
-                problem = f"it has no {copy_path(source.path).name}, which a run writes as it ends"
+            if not problem and source.status in ("ok", "failed", "incomplete"):
+                problem = f"it has no {copy.name}"
+                if source.status == "incomplete":
+                    problem += ", which a run writes as it ends"
             self.sources[index] = attrs.evolve(source, copy_note=problem)
 
     @staticmethod

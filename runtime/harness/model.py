@@ -23,6 +23,7 @@ from ..log import RunLog
 from ..system import ActorSystem, run_simulation
 from .config import ConfigError, config_hash, to_toml
 from .logdb import COPY_NAME, LOG_NAME, write_copy
+from .rundirs import write_atomically
 
 MODEL_ENTRY_POINT_GROUP = "pagehint.models"
 
@@ -151,9 +152,7 @@ def _reporting(
 
 
 def _write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
-    partial = path.with_suffix(".partial")
-    partial.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    os.replace(partial, path)
+    write_atomically(path, orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
 
 
 Progress = Callable[[str, int], None]  # (which run: "run" or "baseline", virtual ns reached)
@@ -172,11 +171,11 @@ def execute(
 
     Returns the exit code (0 success, 1 the run failed) and the summary or error record.
     A failed run leaves ``error.json`` and no ``summary.json``: nothing half-written looks
-    complete. A run the machine cannot hold is refused before anything is written. Without
+    complete. Callers refuse a run the machine cannot hold first (``check_fits``), before
+    they make its directory. Without
     ``log_copy`` the log's Parquet copy is left to whoever writes the real run directory (the
     client of a Dask worker).
     """
-    check_fits(model, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("summary.json", "error.json", COPY_NAME):
         (out_dir / stale).unlink(missing_ok=True)

@@ -122,6 +122,13 @@ def exclusive(directory: Path) -> Iterator[None]:
             lock.truncate(0)
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a file that exists is never half-written."""
+    partial = path.with_name(f"{path.name}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
 def run_files(run_dir: Path) -> dict[str, bytes]:
     """The result files of a run directory, to hand to whoever writes the real one (who makes
     the log's Parquet copy from the log it writes)."""
@@ -144,6 +151,4 @@ def store_run_files(run_dir: Path, files: Mapping[str, bytes]) -> None:
             if finished and LOG_NAME in files:
                 write_copy(run_dir / LOG_NAME)
         elif name in files:
-            partial = run_dir / f"{name}.partial"
-            partial.write_bytes(files[name])
-            os.replace(partial, run_dir / name)
+            write_atomically(run_dir / name, files[name])

@@ -31,7 +31,7 @@ import os
 import signal
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,9 @@ from .config import (
     suggest,
     to_toml,
 )
-from .dask import connect_dask
-from .model import Model, execute, load_config, load_model
-from .rundirs import run_files, store_run_files
+from .dask import WORKER_TIMEOUT_S, connect_dask
+from .model import Model, check_fits, execute, load_config, load_model
+from .rundirs import run_files, store_run_files, write_atomically
 
 SWEEP_KEYS = ("base", "seed", "replicates", "paired", "set", "grid", "zip")
 
@@ -210,12 +210,18 @@ def run_spec(model_name: str, spec: RunSpec, run_dir: str | None) -> dict[str, A
     the row (``files``) for the client to write, with its log's Parquet copy: a Dask worker
     shares no filesystem with it.
     """
-    with tempfile.TemporaryDirectory(prefix="pagehint-run-") as scratch:
-        where = Path(run_dir) if run_dir is not None else Path(scratch)
+    writing_into: AbstractContextManager[str] = (
+        tempfile.TemporaryDirectory(prefix="pagehint-run-")
+        if run_dir is None
+        else nullcontext(run_dir)
+    )
+    with writing_into as directory:
+        where = Path(directory)
         try:
             model = load_model(model_name)
             with notices_shown_as(None):  # the client showed them when it validated the sweep
                 config = load_config(model, dict(spec.document), spec.source, spec.origins)
+            check_fits(model, config)
             code, result = execute(model, config, where, log_copy=run_dir is not None)
         except Exception as error:  # a failed run is a row, not the end of the sweep
             row = _failed(spec, error)
@@ -314,7 +320,7 @@ class Executor:
 
 @contextmanager
 def open_executor(
-    workers: int, scheduler: str | None, worker_timeout_s: float = 30.0
+    workers: int, scheduler: str | None, worker_timeout_s: float = WORKER_TIMEOUT_S
 ) -> Iterator[Executor]:
     """A process pool of ``workers``, or the executor of a Dask cluster at ``scheduler``."""
     if scheduler is None:
@@ -383,9 +389,7 @@ def execute_all(
 
 def _write_index(out_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial = out_dir / "index.jsonl.partial"
-    partial.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
-    os.replace(partial, out_dir / "index.jsonl")
+    write_atomically(out_dir / "index.jsonl", b"".join(orjson.dumps(row) + b"\n" for row in rows))
 
 
 def comparison_spec(
