@@ -64,6 +64,23 @@ def test_without_hinting_the_host_keeps_everything() -> None:
     assert summary["throughput_rel_to_none"] == 1.0
 
 
+def test_a_phased_runs_baseline_keeps_the_baselines_own_rate() -> None:
+    # The baseline's phases must not stand in for its whole-run figures.
+    def summary(rate: float, phase_rates: list[float]) -> dict[str, Any]:
+        return {
+            "workload": {"faults": 100, "faults_per_s_per_vcpu": rate, "completed_s": None},
+            "phases": [{"faults_per_s_per_vcpu": phase_rate} for phase_rate in phase_rates],
+            "host": {"rss_bytes_end": 0},
+            "lock_wait_ns": {"mean": 0.0},
+        }
+
+    ours = summary(30.0, [10.0, 40.0])
+    MODEL.fold_baseline(ours, summary(60.0, [20.0, 50.0]))
+    assert ours["baseline"]["faults_per_s_per_vcpu"] == 60.0
+    assert ours["throughput_rel_to_none"] == 0.5
+    assert [phase["throughput_rel_to_none"] for phase in ours["phases"]] == [0.5, 0.8]
+
+
 def test_page_reporting_waits_its_two_second_delay() -> None:
     kernel_default = {"name": "page_reporting", "delay": "2s"}  # PAGE_REPORTING_DELAY
     early = run_scenario(scenario(policy=kernel_default, run={"duration": "1900ms"}))

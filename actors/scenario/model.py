@@ -151,10 +151,10 @@ class GuestModel:
         done, done_before = summary["workload"]["completed_s"], baseline["workload"]["completed_s"]
         if done is not None and done_before:
             summary["completion_rel_to_none"] = round(done / done_before, 6)
-        for phase, theirs in zip(
+        for phase, base_phase in zip(
             summary.get("phases", ()), baseline.get("phases", ()), strict=False
         ):
-            rate = theirs["faults_per_s_per_vcpu"]
+            rate = base_phase["faults_per_s_per_vcpu"]
             phase["throughput_rel_to_none"] = (
                 round(phase["faults_per_s_per_vcpu"] / rate, 6) if rate else None
             )
