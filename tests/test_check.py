@@ -294,3 +294,28 @@ def test_check_logs_from_python(debug_run: Path) -> None:
     with open_run(debug_run) as db:
         (result,) = check.check_logs(db)
     assert result.first is None and result.run == "run"
+
+
+def _isolating_at_last_sample(lines: list[bytes]) -> list[bytes]:
+    """The last sample shows half the free pages isolated, more than any poll takes and held by
+    no logged report (as if the run stopped mid-isolation): free + isolated stays the same."""
+    last = max(i for i, raw in enumerate(lines) if b'"event":"sample"' in raw)
+    sample = orjson.loads(lines[last])
+    moved = sample["free_pages"] // 2
+    sample["free_pages"] -= moved
+    sample["isolated_pages"] += moved
+    return [*lines[:last], orjson.dumps(sample) + b"\n", *lines[last + 1 :]]
+
+
+def test_a_truncated_logs_last_sample_is_not_held_to_the_end_of_run_check(
+    info_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = copy_run(info_run, tmp_path / "whole", _isolating_at_last_sample)
+    assert first_violation(check_json(str(whole), code=1, capsys=capsys))["check"] == (
+        "isolated_at_end"
+    )
+    cut = copy_run(info_run, tmp_path / "cut", lambda lines: _isolating_at_last_sample(lines[:-1]))
+    document = check_json(str(cut), code=0, capsys=capsys)
+    (result,) = document["runs"]
+    assert result["truncated"] is True and result["first_violation"] is None
+    assert result["checks"]["isolated_at_end"].startswith(TRUNCATED)

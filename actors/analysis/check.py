@@ -186,7 +186,9 @@ def _sum_or_missing(*values: int | None) -> str:
     return str(sum(value for value in values if value is not None))
 
 
-def _replay(db: LogDB, results: dict[str, RunCheck]) -> None:
+def _replay(db: LogDB, results: dict[str, RunCheck], ended: set[str]) -> None:
+    """Replay the report ledger; the end-of-run check only for runs whose log has ``run_end``
+    (``ended``): a truncated log's last sample is not the run's end."""
     guests: dict[tuple[str, str], _Guest] = {}
     counts: dict[str, dict[str, int]] = {}
     for row in _rows(db):
@@ -212,7 +214,7 @@ def _replay(db: LogDB, results: dict[str, RunCheck]) -> None:
     for run, counted in counts.items():
         results[run].counted.update(counted)
     for (run, name), state in sorted(guests.items()):
-        _at_end(results[run], name, state)
+        _at_end(results[run], name, state, run in ended)
 
 
 def _sent(
@@ -292,12 +294,12 @@ def _discarded(
     )
 
 
-def _at_end(result: RunCheck, guest: str, state: _Guest) -> None:
+def _at_end(result: RunCheck, guest: str, state: _Guest, ended: bool) -> None:
     for flight in sorted(state.in_flight.values(), key=lambda f: f.line):
         result.in_flight.append(
             {"guest": guest, "token": flight.token, "line": flight.line, "pages": flight.pages}
         )
-    if state.at_last_sample is None:
+    if state.at_last_sample is None or not ended:
         return
     line, t, isolated, in_flight, pending = state.at_last_sample
     expected = in_flight + pending
@@ -323,11 +325,11 @@ def _at_end(result: RunCheck, guest: str, state: _Guest) -> None:
 def check_logs(db: LogDB) -> list[RunCheck]:
     """Check every run of ``db``; a check the log cannot support is marked 'not checked'."""
     results = {source.run: RunCheck(source.run, source.path) for source in db.sources}
+    ended = db.runs_with("run_end")
     _check_conservation(db, results)
-    _replay(db, results)
+    _replay(db, results, ended)
     debug = {row[0] for row in db.sql("SELECT run FROM runs WHERE debug").fetchall()}
     with_samples = db.runs_with("sample")
-    ended = db.runs_with("run_end")
     failed_line = db.runs_with("run_failed")
     failed = failed_line | {source.run for source in db.sources if source.status == "failed"}
     for run, result in results.items():
