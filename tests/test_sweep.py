@@ -15,7 +15,13 @@ from pagehint.runtime import ActorSystem
 from pagehint.runtime.harness.cli import main
 from pagehint.runtime.harness.config import load_toml
 from pagehint.runtime.harness.model import RunFailed
-from pagehint.runtime.harness.sweep import Executor, execute_all, expand, load_sweep
+from pagehint.runtime.harness.sweep import (
+    Executor,
+    execute_all,
+    expand,
+    load_sweep,
+    with_baseline_filled,
+)
 
 from conftest import CONFIGS, write_sweep
 
@@ -215,3 +221,20 @@ def test_unreachable_scheduler_is_a_clear_error(
     assert code == 2
     err = capsys.readouterr().err  # nothing listens there: connect retries until the deadline
     assert "--scheduler: tcp://127.0.0.1:1: " in err and "10 s" in err
+
+
+def _row(policy: str, vcpus: int, rate: float, replicate: int = 0) -> dict[str, Any]:
+    metrics = {"faults/s/vCPU": rate, "throughput vs none": 1.0 if policy == "none" else None}
+    params = {"policy.name": policy, "guest.vcpus": vcpus}
+    return {"status": "ok", "params": params, "replicate": replicate, "metrics": metrics}
+
+
+def test_a_run_without_its_own_baseline_takes_only_its_paired_one() -> None:
+    model = GuestModel()
+    rows = [_row("none", 1, 100.0), _row("none", 2, 50.0), _row("bitmap", 2, 40.0)]
+    (_, _, paired_fill) = with_baseline_filled(model, rows, ["policy.name"])
+    assert paired_fill["metrics"]["throughput vs none"] == 0.8  # vcpus 2's none run, not 1's
+    (_, _, unpaired) = with_baseline_filled(model, rows)  # other designs, other seeds: none
+    assert unpaired["metrics"]["throughput vs none"] is None
+    compared = [{**row, "params": {}} for row in rows]  # a compare's rows: the first baseline
+    assert with_baseline_filled(model, compared)[2]["metrics"]["throughput vs none"] == 0.4

@@ -421,7 +421,9 @@ def with_baseline_filled(
 ) -> list[dict[str, Any]]:
     """``rows`` with the metrics a run without its own baseline lacks filled from the row it
     is paired with that is a baseline (the model says which, and what to fill): same
-    parameters but for the ``paired`` factors, same replicate; in a compare, any row."""
+    parameters but for the ``paired`` factors, same replicate (the first such row). In a
+    compare, whose rows have no parameters, that is the first baseline of all; in a sweep
+    without ``paired`` factors, none is (its runs of other designs have other seeds)."""
     fill = getattr(model, "fill_from_baseline", None)
     is_baseline = getattr(model, "is_baseline", None)
     filled = [dict(row) for row in rows]
@@ -432,13 +434,12 @@ def with_baseline_filled(
         params = {k: v for k, v in row.get("params", {}).items() if k not in paired}
         return _canonical({**params, "replicate": row.get("replicate")})
 
-    baselines = {
-        key(row): row["metrics"]
-        for row in filled
-        if row.get("status") == "ok" and is_baseline(row["metrics"])
-    }
+    baselines: dict[str, Mapping[str, Any]] = {}
     for row in filled:
-        base = baselines.get(key(row)) if paired else next(iter(baselines.values()), None)
+        if row.get("status") == "ok" and is_baseline(row["metrics"]):
+            baselines.setdefault(key(row), row["metrics"])
+    for row in filled:
+        base = baselines.get(key(row))
         if row.get("status") == "ok" and base is not None and row["metrics"] is not base:
             row["metrics"] = fill(dict(row["metrics"]), base)
     return filled
