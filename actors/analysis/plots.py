@@ -355,12 +355,12 @@ _LEVEL_MARKERS = {"50": "v", "90": "s", "99": "D"}
 
 
 def memory_figure(db: LogDB) -> Figure:
-    """Host RSS and free-but-backed memory (not yet returned) over time, with markers where
-    each run had 50/90/99% of its peak returned."""
+    """Host RSS and returnable memory (free in the guest, still held by the host: resident or
+    swapped) over time, with markers where each run had 50/90/99% of its peak returned."""
     return_over_time, returned = _per_run_sql(db, "return_over_time"), _per_run_sql(db, "return")
     series = _by_run(
         db.sql(
-            f"SELECT run, t_s, rss_bytes, free_backed_bytes FROM ({return_over_time}) "
+            f"SELECT run, t_s, rss_bytes, returnable_bytes FROM ({return_over_time}) "
             "ORDER BY run, t_s"
         ).fetchall()
     )
@@ -403,14 +403,15 @@ def memory_figure(db: LogDB) -> Figure:
         blocks, rss_units, free_units, strict=True
     ):
         rss_axes.set_ylabel(f"host RSS ({rss_unit})")
-        free_axes.set_ylabel(f"free but backed ({free_unit})")
+        free_axes.set_ylabel(f"free but held ({free_unit})")
         rss_axes.set_ylim(bottom=0)
         free_axes.set_ylim(bottom=0)
         _seconds(free_axes)
     _footnote(
         figure,
-        "upper: host RSS of the guest(s); lower: free in the guest but still backed on the host "
-        "(not yet returned), markers where a run had returned that share of its peak",
+        "upper: host RSS of the guest(s); lower: free in the guest but still held by the host, "
+        "resident or swapped (not yet returned), markers where a run had returned that share "
+        "of its peak",
     )
     layout.legend(figure, _level_handles(levels_drawn))
     return figure
@@ -440,7 +441,7 @@ def returned_figure(db: LogDB) -> Figure | str:
     return_over_time, returned = _per_run_sql(db, "return_over_time"), _per_run_sql(db, "return")
     rows = db.sql(
         f"""SELECT o.run, round(o.t_s - r.peak_at_s, 6),
-            100 * (1 - o.free_backed_bytes / r.returnable_peak_bytes)
+            100 * (1 - o.returnable_bytes / r.returnable_peak_bytes)
         FROM ({return_over_time}) AS o JOIN ({returned}) AS r USING (run)
         WHERE r.returnable_peak_bytes > 0 AND o.t_s >= r.peak_at_s ORDER BY o.run, o.t_s"""
     ).fetchall()
@@ -450,10 +451,9 @@ def returned_figure(db: LogDB) -> Figure | str:
         del points[run]
     if not points:
         return (
-            "no run had a sample after its peak of free-but-backed memory: run longer "
-            "(run.duration)"
+            "no run had a sample after its peak of returnable memory: run longer (run.duration)"
             if at_end
-            else "no run had free-but-backed memory to return"
+            else "no run had returnable memory (free but held by the host) to return"
         )
     layout = _layout(db)
     figure, blocks = _panels(layout, 1, 4.5, "time since that peak (virtual)")
@@ -463,7 +463,7 @@ def returned_figure(db: LogDB) -> Figure | str:
         _line(blocks[line.panel][0], pooled, **layout.look(line))
         if pooled:
             drawn.add(line.panel)
-    _title(figure, "Memory returned to the host after the peak of free-but-backed memory")
+    _title(figure, "Memory returned to the host after the peak of returnable memory")
     for panel, (axes,) in enumerate(blocks):
         for level in (50, 90, 99):
             axes.axhline(level, color="grey", linestyle=":", linewidth=1)
@@ -473,7 +473,7 @@ def returned_figure(db: LogDB) -> Figure | str:
         axes.set_xlim(left=0)
         _seconds(axes)
         if panel not in drawn:
-            _empty(axes, "no run here had a sample after a peak of free-but-backed memory")
+            _empty(axes, "no run here had a sample after a peak of returnable memory")
     if at_end:
         _footnote(
             figure,
@@ -647,7 +647,7 @@ _MEASURES = (
         "time to return 90% of the peak",
         "r.t90_s * 1e9",
         _TIME_UNITS,
-        "no run returned 90% of its peak of free-but-backed memory",
+        "no run returned 90% of its peak of returnable memory",
     ),
     _Measure("peak memory isolated for hinting", "e.peak_isolated_bytes", _SIZE_UNITS),
 )

@@ -130,6 +130,7 @@ _RETURN_OVER_TIME = f"""
     SELECT run, round(t / 1e9, 6) AS t_s,
         sum(rss_pages) * {PAGE_SIZE} AS rss_bytes,
         sum(wasted_pages) * {PAGE_SIZE} AS free_backed_bytes,
+        sum(wasted_pages + coalesce(swapped_pages, 0)) * {PAGE_SIZE} AS returnable_bytes,
         sum(isolated_pages) * {PAGE_SIZE} AS isolated_bytes,
         sum(reported_pages) * {PAGE_SIZE} AS reported_bytes,
         sum(free_pages) * {PAGE_SIZE} AS guest_free_bytes
@@ -363,8 +364,9 @@ def guest_reports(buckets: int = 20) -> list[Report]:
             "Memory returned to the host",
             _RETURN,
             notes=_return_notes,
-            about="peak of free-but-backed memory and seconds from it until that memory had "
-            "fallen by 50/90/99% of the peak, from sample lines, beside the run_end summary",
+            about="peak of returnable memory (free in the guest, held by the host: resident or "
+            "swapped) and seconds from it until that memory had fallen by 50/90/99% of the "
+            "peak, from sample lines, beside the run_end summary",
         ),
         Report(
             "return_over_time",
