@@ -14,7 +14,7 @@ from pagehint.actors.scenario import GuestModel
 from pagehint.runtime import ActorSystem
 from pagehint.runtime.harness.cli import main
 from pagehint.runtime.harness.config import load_toml
-from pagehint.runtime.harness.model import RunFailed
+from pagehint.runtime.harness.model import RunFailed, load_model
 from pagehint.runtime.harness.sweep import (
     Executor,
     execute_all,
@@ -230,7 +230,7 @@ def _row(policy: str, vcpus: int, rate: float, replicate: int = 0) -> dict[str, 
 
 
 def test_a_run_without_its_own_baseline_takes_only_its_paired_one() -> None:
-    model = GuestModel()
+    model = load_model("guest")
     rows = [_row("none", 1, 100.0), _row("none", 2, 50.0), _row("bitmap", 2, 40.0)]
     (_, _, paired_fill) = with_baseline_filled(model, rows, ["policy.name"])
     assert paired_fill["metrics"]["throughput vs none"] == 0.8  # vcpus 2's none run, not 1's
